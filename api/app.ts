@@ -1,0 +1,27 @@
+// The HTTP surface: the OCI Distribution API under /v2, the management API under /api/v1,
+// health and metrics. Handlers parse and answer; domain modules decide.
+import Koa from 'koa';
+import type { Services } from '../platform/services.ts';
+import { healthRoutes } from './health.ts';
+import { v2Routes } from './v2/routes.ts';
+
+export function createApp(s: Services): Koa {
+  const app = new Koa({ proxy: false });
+  app.silent = true;
+  app.on('error', (err: Error & { status?: number; expose?: boolean }) => {
+    if (err.status && err.status < 500) return;
+    s.logger.error({ err }, 'unhandled error');
+  });
+  app.use(async (ctx, next) => {
+    const start = performance.now();
+    try {
+      await next();
+    } finally {
+      s.logger.debug({ method: ctx.method, path: ctx.path, status: ctx.status, ms: Math.round(performance.now() - start) }, 'request');
+    }
+  });
+  const health = healthRoutes(s);
+  app.use(health.routes()).use(health.allowedMethods());
+  app.use(v2Routes(s));
+  return app;
+}

@@ -1,0 +1,167 @@
+// The one place that reads the environment. Every setting has a default that works with
+// `npm start` on one machine; a bad value stops start-up with a one-line message naming the
+// variable (ConfigError), never a stack trace.
+
+export class ConfigError extends Error {
+  constructor(
+    readonly variable: string,
+    problem: string,
+  ) {
+    super(`${variable}: ${problem}`);
+    this.name = 'ConfigError';
+  }
+}
+
+export type BlobServeMode = 'redirect' | 'proxy';
+
+export interface Config {
+  /** Where the API listens. */
+  host: string;
+  port: number;
+  /** The URL clients reach this instance at: token realm, upload Location headers. */
+  publicUrl: string;
+  databaseUrl: string;
+  redisUrl: string;
+  /** Prefix of every Redis key, so several deployments (or test runs) can share one Redis. */
+  redisKeyPrefix: string;
+  temporal: { address: string; namespace: string };
+  /** Ordered storage location names, nearest first (Quay's QUAY_DISTRIBUTED_STORAGE_PREFERENCE). */
+  storagePreference: string[];
+  /** Credentials of the S3 servers that `npm start` runs; locations refer to them as `env:MERIDIAN_DEV_S3`. */
+  devS3: { accessKeyId: string; secretAccessKey: string };
+  blobServeMode: BlobServeMode;
+  /** Lifetime of presigned blob URLs handed to clients, seconds. */
+  presignTtlSeconds: number;
+  superusers: string[];
+  adminPassword: string | undefined;
+  /** 32-byte key for authenticated encryption of secrets at rest (upstream passwords, S3 keys). */
+  secretKey: Buffer;
+  /** Old keys that still decrypt during a rotation (MERIDIAN_SECRET_KEY_PREVIOUS, comma separated). */
+  previousSecretKeys: Buffer[];
+  /** Key that signs registry bearer tokens. */
+  tokenSigningKey: Buffer;
+  tokenTtlSeconds: number;
+  /** Quay's REPO_MIRROR_ROLLBACK: the default of a mirror config's rollback_on_failure. */
+  mirrorRollbackDefault: boolean;
+  /** A name for this instance in logs and metrics. */
+  instanceName: string;
+  logLevel: string;
+}
+
+type Env = Record<string, string | undefined>;
+
+const DEV_SECRET_KEY = 'bWVyaWRpYW4tZGV2LW9ubHktc2VjcmV0LWtleS0zMmI='; // 32 bytes, dev only
+const DEV_TOKEN_KEY = 'bWVyaWRpYW4tZGV2LW9ubHktdG9rZW4tc2lnbmluZy1rZXk='; // dev only
+
+function str(env: Env, name: string, fallback: string): string {
+  const v = env[name];
+  return v === undefined || v === '' ? fallback : v;
+}
+
+function int(env: Env, name: string, fallback: number, min: number, max: number): number {
+  const raw = env[name];
+  if (raw === undefined || raw === '') return fallback;
+  if (!/^\d+$/.test(raw)) throw new ConfigError(name, `expected a whole number, got "${raw}"`);
+  const n = Number(raw);
+  if (n < min || n > max) throw new ConfigError(name, `must be between ${min} and ${max}, got ${n}`);
+  return n;
+}
+
+function bool(env: Env, name: string, fallback: boolean): boolean {
+  const raw = env[name];
+  if (raw === undefined || raw === '') return fallback;
+  if (/^(1|true|yes|on)$/i.test(raw)) return true;
+  if (/^(0|false|no|off)$/i.test(raw)) return false;
+  throw new ConfigError(name, `expected true or false, got "${raw}"`);
+}
+
+function url(env: Env, name: string, fallback: string, protocols: string[]): string {
+  const raw = str(env, name, fallback);
+  let parsed: URL;
+  try {
+    parsed = new URL(raw);
+  } catch {
+    throw new ConfigError(name, `not a valid URL: "${redactUrl(raw)}"`);
+  }
+  if (!protocols.includes(parsed.protocol)) {
+    throw new ConfigError(name, `expected a ${protocols.join(' or ')} URL, got "${redactUrl(raw)}"`);
+  }
+  return raw;
+}
+
+function hostPort(env: Env, name: string, fallback: string): string {
+  const raw = str(env, name, fallback);
+  if (!/^[A-Za-z0-9.\-[\]:]+:\d{1,5}$/.test(raw)) throw new ConfigError(name, `expected host:port, got "${raw}"`);
+  return raw;
+}
+
+function key(env: Env, name: string, fallback: string, minBytes: number): Buffer {
+  return parseKey(name, str(env, name, fallback), minBytes);
+}
+
+function parseKey(name: string, raw: string, minBytes: number): Buffer {
+  const buf = /^[0-9a-f]+$/i.test(raw) && raw.length % 2 === 0 ? Buffer.from(raw, 'hex') : Buffer.from(raw, 'base64');
+  if (buf.length < minBytes) throw new ConfigError(name, `must be at least ${minBytes} bytes (hex or base64)`);
+  return buf;
+}
+
+export const LOCATION_NAME = /^[a-z0-9][a-z0-9-]{0,62}$/;
+
+function list(env: Env, name: string, fallback: string[]): string[] {
+  const raw = env[name];
+  if (raw === undefined || raw.trim() === '') return fallback;
+  return raw
+    .split(',')
+    .map((s) => s.trim())
+    .filter((s) => s !== '');
+}
+
+/** Hides a password in a URL so that an error message never prints it. */
+export function redactUrl(raw: string): string {
+  return raw.replace(/(\/\/[^:/@]+:)[^@/]*@/, '$1***@');
+}
+
+export function loadConfig(env: Env = process.env): Config {
+  const port = int(env, 'PORT', 5000, 0, 65535);
+  const host = str(env, 'HOST', '127.0.0.1');
+  const storagePreference = list(env, 'MERIDIAN_STORAGE_PREFERENCE', ['us-east', 'eu-west', 'ap-south']);
+  for (const name of storagePreference) {
+    if (!LOCATION_NAME.test(name)) throw new ConfigError('MERIDIAN_STORAGE_PREFERENCE', `"${name}" is not a valid location name`);
+  }
+  if (new Set(storagePreference).size !== storagePreference.length) {
+    throw new ConfigError('MERIDIAN_STORAGE_PREFERENCE', 'a location is listed twice');
+  }
+  const mode = str(env, 'MERIDIAN_BLOB_SERVE_MODE', 'redirect');
+  if (mode !== 'redirect' && mode !== 'proxy') throw new ConfigError('MERIDIAN_BLOB_SERVE_MODE', `expected redirect or proxy, got "${mode}"`);
+  const publicUrl = url(env, 'MERIDIAN_PUBLIC_URL', `http://${host.includes(':') ? `[${host}]` : host}:${port}`, ['http:', 'https:']).replace(/\/+$/, '');
+  return {
+    host,
+    port,
+    publicUrl,
+    databaseUrl: url(env, 'DATABASE_URL', 'postgres://postgres@127.0.0.1:5432/meridian', ['postgres:', 'postgresql:']),
+    redisUrl: url(env, 'REDIS_URL', 'redis://127.0.0.1:6379/0', ['redis:', 'rediss:']),
+    redisKeyPrefix: str(env, 'MERIDIAN_REDIS_PREFIX', 'meridian:'),
+    temporal: {
+      address: hostPort(env, 'TEMPORAL_ADDRESS', '127.0.0.1:7233'),
+      namespace: str(env, 'TEMPORAL_NAMESPACE', 'default'),
+    },
+    storagePreference,
+    devS3: {
+      accessKeyId: str(env, 'MERIDIAN_DEV_S3_ACCESS_KEY', 'meridian'),
+      secretAccessKey: str(env, 'MERIDIAN_DEV_S3_SECRET_KEY', 'meridian-dev-secret'),
+    },
+    blobServeMode: mode,
+    presignTtlSeconds: int(env, 'MERIDIAN_PRESIGN_TTL_SECONDS', 600, 10, 7 * 24 * 3600),
+    superusers: list(env, 'MERIDIAN_SUPERUSERS', ['admin']),
+    adminPassword: env.MERIDIAN_ADMIN_PASSWORD || undefined,
+    secretKey: key(env, 'MERIDIAN_SECRET_KEY', DEV_SECRET_KEY, 32).subarray(0, 32),
+    previousSecretKeys: list(env, 'MERIDIAN_SECRET_KEY_PREVIOUS', []).map((raw) =>
+      parseKey('MERIDIAN_SECRET_KEY_PREVIOUS', raw, 32).subarray(0, 32),
+    ),
+    tokenSigningKey: key(env, 'MERIDIAN_TOKEN_KEY', DEV_TOKEN_KEY, 32),
+    tokenTtlSeconds: int(env, 'MERIDIAN_TOKEN_TTL_SECONDS', 300, 30, 86400),
+    mirrorRollbackDefault: bool(env, 'MERIDIAN_REPO_MIRROR_ROLLBACK', false),
+    instanceName: str(env, 'MERIDIAN_INSTANCE_NAME', storagePreference[0] ?? 'meridian'),
+    logLevel: str(env, 'LOG_LEVEL', 'info'),
+  };
+}

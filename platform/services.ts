@@ -1,0 +1,48 @@
+// The composition root: everything a process (API or worker) talks to, built once from the
+// configuration and closed together.
+import type { Redis } from 'ioredis';
+import type { Config } from '../config.ts';
+import { connectDatabase, type DbHandle } from '../db/client.ts';
+import { SecretBox } from '../security/secretbox.ts';
+import { LocationRegistry } from '../storage/locations.ts';
+import { createLogger, type Logger } from './logger.ts';
+import { connectRedis } from './redis.ts';
+import { connectTemporal, type TemporalHandle } from './temporal.ts';
+
+export interface Services {
+  config: Config;
+  db: DbHandle['db'];
+  sql: DbHandle['sql'];
+  redis: Redis;
+  temporal: TemporalHandle;
+  locations: LocationRegistry;
+  secrets: SecretBox;
+  logger: Logger;
+  close(): Promise<void>;
+}
+
+export function createServices(config: Config, name: string): Services {
+  const logger = createLogger(name, config.logLevel);
+  const database = connectDatabase(config.databaseUrl, { applicationName: `meridian-${name}` });
+  const redis = connectRedis(config.redisUrl, config.redisKeyPrefix);
+  // A down Redis must not crash the process: every use fails soft and the errors show in health.
+  redis.on('error', (e) => logger.debug({ err: e.message }, 'redis error'));
+  const temporal = connectTemporal(config);
+  const secrets = new SecretBox(config.secretKey, ...config.previousSecretKeys);
+  const locations = new LocationRegistry(database.db, config, secrets);
+  return {
+    config,
+    db: database.db,
+    sql: database.sql,
+    redis,
+    temporal,
+    locations,
+    secrets,
+    logger,
+    async close() {
+      locations.close();
+      redis.disconnect();
+      await Promise.allSettled([temporal.close(), database.close()]);
+    },
+  };
+}

@@ -1,0 +1,149 @@
+// `npm start`: the whole system on one machine. Starts the Temporal dev server (with its UI), one
+// S3 server per simulated region, registers the regions as storage locations, then the registry
+// API and the workers (a control worker, and a copy worker per region as a real multi-region
+// deployment would run them). Ctrl-C or SIGTERM stops everything it started; data stays in .data/.
+import { randomBytes } from 'node:crypto';
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import path from 'node:path';
+import { ConfigError, loadConfig } from '../config.ts';
+import { connectDatabase } from '../db/client.ts';
+import { applyMigrations } from '../db/migrate.ts';
+import { canConnect } from '../devstack/ports.ts';
+import { ManagedProcess } from '../devstack/process.ts';
+import { s3Endpoint } from '../devstack/s3.ts';
+import { assertPortsFree, devRegions, registerDevLocations, startLocalStack, type LocalStack } from '../devstack/stack.ts';
+import { DATA_DIR, PROJECT_ROOT } from '../devstack/tools.ts';
+import { fatal } from '../platform/main.ts';
+
+const TSX = path.join(PROJECT_ROOT, 'node_modules', '.bin', 'tsx');
+
+/** Keys for secrets at rest and token signing, generated on first start and kept with the data. */
+function loadOrCreateDevKeys(): Record<string, string> {
+  const file = path.join(DATA_DIR, 'keys.env');
+  if (!existsSync(file)) {
+    mkdirSync(DATA_DIR, { recursive: true });
+    const lines = [
+      `MERIDIAN_SECRET_KEY=${randomBytes(32).toString('base64')}`,
+      `MERIDIAN_TOKEN_KEY=${randomBytes(32).toString('base64')}`,
+    ];
+    writeFileSync(file, lines.join('\n') + '\n', { mode: 0o600 });
+  }
+  const keys: Record<string, string> = {};
+  for (const line of readFileSync(file, 'utf8').split('\n')) {
+    const m = /^([A-Z_]+)=(.+)$/.exec(line);
+    if (m && process.env[m[1]!] === undefined) keys[m[1]!] = m[2]!;
+  }
+  return keys;
+}
+
+function nodeProcess(name: string, script: string, args: string[], env: Record<string, string>, ready: () => Promise<boolean>): ManagedProcess {
+  return new ManagedProcess({
+    name,
+    command: TSX,
+    args: [path.join(PROJECT_ROOT, script), ...args],
+    env,
+    cwd: PROJECT_ROOT,
+    logFile: path.join(DATA_DIR, 'logs', `${name}.log`),
+    readyTimeoutMs: 120_000,
+    ready,
+  });
+}
+
+async function main(): Promise<void> {
+  const keys = loadOrCreateDevKeys();
+  Object.assign(process.env, keys);
+  const config = loadConfig();
+  const temporalPort = Number(config.temporal.address.split(':').pop());
+  const uiPort = Number(process.env.TEMPORAL_UI_PORT ?? temporalPort + 1000);
+  const s3BasePort = Number(process.env.MERIDIAN_DEV_S3_BASE_PORT ?? 9001);
+  const regions = devRegions(s3BasePort);
+  await assertPortsFree([
+    { port: config.port, what: 'registry API', variable: 'PORT' },
+    { port: temporalPort, what: 'Temporal gRPC', variable: 'TEMPORAL_ADDRESS' },
+    { port: uiPort, what: 'Temporal UI', variable: 'TEMPORAL_UI_PORT' },
+    ...regions.map((r) => ({ port: r.port, what: `S3 server ${r.name}`, variable: 'MERIDIAN_DEV_S3_BASE_PORT' })),
+  ]);
+
+  const logDir = path.join(DATA_DIR, 'logs');
+  console.log(`meridian: starting Temporal and ${regions.length} S3 regions (logs in ${path.relative(process.cwd(), logDir) || '.'})`);
+  const stack: LocalStack = await startLocalStack({
+    dataDir: DATA_DIR,
+    logDir,
+    temporalPort,
+    temporalUiPort: uiPort,
+    regions,
+    credentials: config.devS3,
+  });
+  const children: ManagedProcess[] = [];
+  let stopping = false;
+  const stopAll = async (code: number) => {
+    if (stopping) return;
+    stopping = true;
+    console.log('\nmeridian: stopping');
+    await Promise.allSettled(children.map((c) => c.stop()));
+    await stack.stop();
+    console.log('meridian: stopped; data kept in .data/');
+    process.exit(code);
+  };
+  process.on('SIGINT', () => void stopAll(0));
+  process.on('SIGTERM', () => void stopAll(0));
+  // If whoever started us goes away without a signal reaching us (a killed `npm`), stop too
+  // rather than leave servers behind.
+  const parent = process.ppid;
+  setInterval(() => {
+    if (process.ppid !== parent) void stopAll(0);
+  }, 1000).unref();
+
+  try {
+    await applyMigrations(config.databaseUrl);
+    const database = connectDatabase(config.databaseUrl, { max: 2, applicationName: 'meridian-start' });
+    try {
+      await registerDevLocations(database.db, regions);
+    } finally {
+      await database.close();
+    }
+    const { bootstrapAdmin } = await import('./bootstrap.ts');
+    const admin = await bootstrapAdmin(config);
+
+    const env = { ...keys, MERIDIAN_DEV_S3_ACCESS_KEY: config.devS3.accessKeyId, MERIDIAN_DEV_S3_SECRET_KEY: config.devS3.secretAccessKey };
+    const workerLog = (name: string) => async () => readFileSync(path.join(logDir, `${name}.log`), 'utf8').includes('workers running');
+    const control = nodeProcess('worker-control', 'workers/main.ts', ['--control', '--mirror'], env, workerLog('worker-control'));
+    const copyWorkers = regions.map((r) =>
+      nodeProcess(`worker-copy-${r.name}`, 'workers/main.ts', ['--copy', r.name], { ...env, MERIDIAN_INSTANCE_NAME: r.name }, workerLog(`worker-copy-${r.name}`)),
+    );
+    const api = nodeProcess('api', 'api/server.ts', [], env, () => canConnect(config.port, config.host === '0.0.0.0' ? '127.0.0.1' : config.host));
+    children.push(api, control, ...copyWorkers);
+    for (const c of children) c.onUnexpectedExit((code) => {
+      if (!stopping) console.error(`meridian: ${c.spec.name} exited unexpectedly (code ${code}); see ${c.spec.logFile}`);
+    });
+    await Promise.all(children.map((c) => c.start()));
+
+    console.log(`
+Meridian is running.
+
+  Registry API      ${config.publicUrl}   (docker login ${config.publicUrl.replace(/^https?:\/\//, '')})
+  Health            ${config.publicUrl}/health/endtoend
+  Temporal UI       http://127.0.0.1:${uiPort}
+  Temporal gRPC     ${config.temporal.address}  (namespace ${config.temporal.namespace})
+${regions.map((r) => `  S3 ${r.name.padEnd(14)} ${s3Endpoint(r.port)}  bucket meridian`).join('\n')}
+  S3 credentials    access key ${config.devS3.accessKeyId} / secret key ${config.devS3.secretAccessKey}
+  Superuser         admin${admin.generatedPassword ? ` / password ${admin.generatedPassword}  (generated; shown once)` : ' (password from MERIDIAN_ADMIN_PASSWORD or set earlier)'}
+  Logs              ${path.relative(process.cwd(), logDir)}/
+
+Press Ctrl-C to stop.`);
+  } catch (e) {
+    if (e instanceof ConfigError) {
+      console.error(`meridian: ${e.message}`);
+      await stopAll(2);
+      return;
+    }
+    console.error(`meridian: start-up failed: ${(e as Error).message}`);
+    await stopAll(1);
+  }
+}
+
+main().catch((e: unknown) => {
+  if (e instanceof ConfigError) fatal(e.message);
+  if ((e as Error).name === 'PortInUseError') fatal((e as Error).message);
+  fatal(`start-up failed: ${(e as Error).message}`, 1);
+});

@@ -1,0 +1,320 @@
+// StorageDriver for S3-compatible object stores (AWS S3, Versity Gateway, MinIO, Ceph RGW).
+import http from 'node:http';
+import https from 'node:https';
+import type { Readable } from 'node:stream';
+import {
+  AbortMultipartUploadCommand,
+  CompleteMultipartUploadCommand,
+  CopyObjectCommand,
+  CreateMultipartUploadCommand,
+  DeleteObjectCommand,
+  DeleteObjectsCommand,
+  GetObjectCommand,
+  HeadObjectCommand,
+  ListObjectsV2Command,
+  ListPartsCommand,
+  PutObjectCommand,
+  S3Client,
+  S3ServiceException,
+  UploadPartCommand,
+  UploadPartCopyCommand,
+} from '@aws-sdk/client-s3';
+import { getSignedUrl } from '@aws-sdk/s3-request-presigner';
+import { NodeHttpHandler } from '@smithy/node-http-handler';
+import {
+  type ByteRange,
+  type CompletedPart,
+  type ObjectRead,
+  type ObjectStat,
+  type StorageDriver,
+  ObjectExistsError,
+  ObjectNotFoundError,
+  StorageUnavailableError,
+} from './driver.ts';
+
+// The SDK warns on every start that future releases need Node 22; the machine runs Node 20.
+process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED ??= 'true';
+
+export interface S3DriverOptions {
+  /** Location name, for errors and metrics. */
+  name: string;
+  endpoint: string;
+  region: string;
+  bucket: string;
+  accessKeyId: string;
+  secretAccessKey: string;
+  /** Seconds to wait for a TCP connection before declaring the location unreachable. */
+  connectTimeoutMs?: number;
+  maxSockets?: number;
+}
+
+/** Server-side copies above this size use UploadPartCopy (S3's CopyObject limit is 5 GiB). */
+const COPY_PART_SIZE = 1024 * 1024 * 1024;
+
+export class S3Driver implements StorageDriver {
+  readonly client: S3Client;
+  private readonly bucket: string;
+  private readonly name: string;
+
+  constructor(opts: S3DriverOptions) {
+    this.bucket = opts.bucket;
+    this.name = opts.name;
+    const agentOpts = { keepAlive: true, maxSockets: opts.maxSockets ?? 64 };
+    this.client = new S3Client({
+      endpoint: opts.endpoint,
+      region: opts.region,
+      forcePathStyle: true,
+      credentials: { accessKeyId: opts.accessKeyId, secretAccessKey: opts.secretAccessKey },
+      // We verify content by its digest ourselves; extra CRC trailers only cost CPU and break
+      // some S3-compatible servers.
+      requestChecksumCalculation: 'WHEN_REQUIRED',
+      responseChecksumValidation: 'WHEN_REQUIRED',
+      maxAttempts: 2,
+      requestHandler: new NodeHttpHandler({
+        connectionTimeout: opts.connectTimeoutMs ?? 2000,
+        socketTimeout: 60_000,
+        httpAgent: new http.Agent(agentOpts),
+        httpsAgent: new https.Agent(agentOpts),
+      }),
+    });
+  }
+
+  async stat(key: string): Promise<ObjectStat | null> {
+    try {
+      const r = await this.client.send(new HeadObjectCommand({ Bucket: this.bucket, Key: key }));
+      return { size: r.ContentLength ?? 0, etag: r.ETag };
+    } catch (e) {
+      if (isNotFound(e)) return null;
+      throw this.wrap(e, key);
+    }
+  }
+
+  async read(key: string, range?: ByteRange): Promise<ObjectRead> {
+    try {
+      const r = await this.client.send(
+        new GetObjectCommand({
+          Bucket: this.bucket,
+          Key: key,
+          Range: range ? `bytes=${range.start}-${range.end ?? ''}` : undefined,
+        }),
+      );
+      const length = r.ContentLength ?? 0;
+      const total = r.ContentRange ? Number(r.ContentRange.split('/')[1]) : length;
+      return { body: r.Body as Readable, length, totalSize: total };
+    } catch (e) {
+      if (isNotFound(e)) throw new ObjectNotFoundError(key);
+      throw this.wrap(e, key);
+    }
+  }
+
+  async write(key: string, body: Buffer, opts: { ifAbsent?: boolean; contentType?: string } = {}): Promise<void> {
+    try {
+      await this.client.send(
+        new PutObjectCommand({
+          Bucket: this.bucket,
+          Key: key,
+          Body: body,
+          ContentLength: body.length,
+          ContentType: opts.contentType,
+          IfNoneMatch: opts.ifAbsent ? '*' : undefined,
+        }),
+      );
+    } catch (e) {
+      if (isPreconditionFailed(e)) throw new ObjectExistsError(key);
+      throw this.wrap(e, key);
+    }
+  }
+
+  async delete(key: string): Promise<void> {
+    try {
+      await this.client.send(new DeleteObjectCommand({ Bucket: this.bucket, Key: key }));
+    } catch (e) {
+      if (isNotFound(e)) return;
+      throw this.wrap(e, key);
+    }
+  }
+
+  async deleteMany(keys: string[]): Promise<void> {
+    for (let i = 0; i < keys.length; i += 1000) {
+      const batch = keys.slice(i, i + 1000);
+      try {
+        const r = await this.client.send(
+          new DeleteObjectsCommand({ Bucket: this.bucket, Delete: { Objects: batch.map((Key) => ({ Key })), Quiet: true } }),
+        );
+        const failed = (r.Errors ?? []).filter((err) => err.Code !== 'NoSuchKey');
+        if (failed.length > 0) throw new Error(`could not delete ${failed.length} objects: ${failed[0]?.Code} ${failed[0]?.Message}`);
+      } catch (e) {
+        throw this.wrap(e, batch[0] ?? '');
+      }
+    }
+  }
+
+  presignRead(key: string, ttlSeconds: number): Promise<string> {
+    return getSignedUrl(this.client, new GetObjectCommand({ Bucket: this.bucket, Key: key }), { expiresIn: ttlSeconds });
+  }
+
+  async list(prefix: string, opts: { startAfter?: string; limit?: number } = {}): Promise<{ key: string; size: number }[]> {
+    try {
+      const r = await this.client.send(
+        new ListObjectsV2Command({ Bucket: this.bucket, Prefix: prefix, StartAfter: opts.startAfter, MaxKeys: opts.limit ?? 1000 }),
+      );
+      return (r.Contents ?? []).map((o) => ({ key: o.Key ?? '', size: o.Size ?? 0 }));
+    } catch (e) {
+      throw this.wrap(e, prefix);
+    }
+  }
+
+  async createMultipart(key: string, opts: { contentType?: string } = {}): Promise<string> {
+    try {
+      const r = await this.client.send(new CreateMultipartUploadCommand({ Bucket: this.bucket, Key: key, ContentType: opts.contentType }));
+      if (!r.UploadId) throw new Error('CreateMultipartUpload returned no UploadId');
+      return r.UploadId;
+    } catch (e) {
+      throw this.wrap(e, key);
+    }
+  }
+
+  async uploadPart(key: string, uploadId: string, partNumber: number, body: Buffer): Promise<string> {
+    try {
+      const r = await this.client.send(
+        new UploadPartCommand({ Bucket: this.bucket, Key: key, UploadId: uploadId, PartNumber: partNumber, Body: body, ContentLength: body.length }),
+      );
+      if (!r.ETag) throw new Error('UploadPart returned no ETag');
+      return r.ETag;
+    } catch (e) {
+      if (isNoSuchUpload(e)) throw new ObjectNotFoundError(`${key}?uploadId=${uploadId}`);
+      throw this.wrap(e, key);
+    }
+  }
+
+  async listParts(key: string, uploadId: string): Promise<CompletedPart[]> {
+    const parts: CompletedPart[] = [];
+    let marker: string | undefined;
+    try {
+      for (;;) {
+        const r = await this.client.send(new ListPartsCommand({ Bucket: this.bucket, Key: key, UploadId: uploadId, PartNumberMarker: marker }));
+        for (const p of r.Parts ?? []) parts.push({ partNumber: p.PartNumber ?? 0, etag: p.ETag ?? '', size: p.Size ?? 0 });
+        if (!r.IsTruncated || !r.NextPartNumberMarker) break;
+        marker = r.NextPartNumberMarker;
+      }
+      return parts;
+    } catch (e) {
+      if (isNoSuchUpload(e) || isNotFound(e)) throw new ObjectNotFoundError(`${key}?uploadId=${uploadId}`);
+      throw this.wrap(e, key);
+    }
+  }
+
+  async completeMultipart(key: string, uploadId: string, parts: CompletedPart[], opts: { ifAbsent?: boolean } = {}): Promise<void> {
+    try {
+      await this.client.send(
+        new CompleteMultipartUploadCommand({
+          Bucket: this.bucket,
+          Key: key,
+          UploadId: uploadId,
+          MultipartUpload: { Parts: parts.map((p) => ({ PartNumber: p.partNumber, ETag: p.etag })) },
+          IfNoneMatch: opts.ifAbsent ? '*' : undefined,
+        }),
+      );
+    } catch (e) {
+      if (isPreconditionFailed(e)) throw new ObjectExistsError(key);
+      if (isNoSuchUpload(e)) throw new ObjectNotFoundError(`${key}?uploadId=${uploadId}`);
+      throw this.wrap(e, key);
+    }
+  }
+
+  async abortMultipart(key: string, uploadId: string): Promise<void> {
+    try {
+      await this.client.send(new AbortMultipartUploadCommand({ Bucket: this.bucket, Key: key, UploadId: uploadId }));
+    } catch (e) {
+      if (isNoSuchUpload(e) || isNotFound(e)) return;
+      throw this.wrap(e, key);
+    }
+  }
+
+  async copy(fromKey: string, toKey: string, size: number, opts: { ifAbsent?: boolean } = {}): Promise<void> {
+    const source = `${this.bucket}/${fromKey.split('/').map(encodeURIComponent).join('/')}`;
+    // Not every S3 server honours If-None-Match on copies; keys we copy to are content addressed,
+    // so checking first is enough (a racing writer writes the same bytes).
+    if (opts.ifAbsent && (await this.stat(toKey))) throw new ObjectExistsError(toKey);
+    try {
+      if (size <= COPY_PART_SIZE) {
+        await this.client.send(
+          new CopyObjectCommand({ Bucket: this.bucket, Key: toKey, CopySource: source, IfNoneMatch: opts.ifAbsent ? '*' : undefined }),
+        );
+        return;
+      }
+    } catch (e) {
+      if (isPreconditionFailed(e)) throw new ObjectExistsError(toKey);
+      if (isNotFound(e)) throw new ObjectNotFoundError(fromKey);
+      throw this.wrap(e, toKey);
+    }
+    const uploadId = await this.createMultipart(toKey);
+    try {
+      const parts: CompletedPart[] = [];
+      for (let start = 0, n = 1; start < size; start += COPY_PART_SIZE, n++) {
+        const end = Math.min(start + COPY_PART_SIZE, size) - 1;
+        const r = await this.client.send(
+          new UploadPartCopyCommand({
+            Bucket: this.bucket,
+            Key: toKey,
+            UploadId: uploadId,
+            PartNumber: n,
+            CopySource: source,
+            CopySourceRange: `bytes=${start}-${end}`,
+          }),
+        );
+        parts.push({ partNumber: n, etag: r.CopyPartResult?.ETag ?? '', size: end - start + 1 });
+      }
+      await this.completeMultipart(toKey, uploadId, parts, opts);
+    } catch (e) {
+      await this.abortMultipart(toKey, uploadId).catch(() => {});
+      if (e instanceof ObjectExistsError) throw e;
+      if (isNotFound(e)) throw new ObjectNotFoundError(fromKey);
+      throw this.wrap(e, toKey);
+    }
+  }
+
+  /** Bucket creation, for `npm start` and the tests; existing buckets are fine. */
+  async ensureBucket(): Promise<void> {
+    const { CreateBucketCommand } = await import('@aws-sdk/client-s3');
+    try {
+      await this.client.send(new CreateBucketCommand({ Bucket: this.bucket }));
+    } catch (e) {
+      const name = (e as { name?: string }).name;
+      if (name === 'BucketAlreadyOwnedByYou' || name === 'BucketAlreadyExists') return;
+      throw this.wrap(e, '');
+    }
+  }
+
+  close(): void {
+    this.client.destroy();
+  }
+
+  private wrap(e: unknown, key: string): Error {
+    if (e instanceof ObjectNotFoundError || e instanceof ObjectExistsError || e instanceof StorageUnavailableError) return e;
+    if (e instanceof S3ServiceException) {
+      const status = e.$metadata.httpStatusCode ?? 0;
+      if (status >= 500 || status === 0) return new StorageUnavailableError(this.name, e);
+      // 4xx other than the above are configuration problems (credentials, bucket): surface them.
+      const err = new Error(`storage location ${this.name}: ${e.name} (${status}) on ${key}: ${e.message}`);
+      err.name = 'StorageRequestError';
+      return err;
+    }
+    return new StorageUnavailableError(this.name, e);
+  }
+}
+
+function statusOf(e: unknown): number | undefined {
+  return (e as { $metadata?: { httpStatusCode?: number } })?.$metadata?.httpStatusCode;
+}
+function isNotFound(e: unknown): boolean {
+  const name = (e as { name?: string })?.name;
+  return name === 'NotFound' || name === 'NoSuchKey' || statusOf(e) === 404;
+}
+function isNoSuchUpload(e: unknown): boolean {
+  return (e as { name?: string })?.name === 'NoSuchUpload';
+}
+function isPreconditionFailed(e: unknown): boolean {
+  const name = (e as { name?: string })?.name;
+  return name === 'PreconditionFailed' || statusOf(e) === 412;
+}

@@ -1,0 +1,93 @@
+// What integration tests start: the API and workers in this process, configured against the
+// shared local stack of global-setup.ts.
+import { inject } from 'vitest';
+import { loadConfig, type Config } from '../../config.ts';
+import { startApi, type RunningApi } from '../../api/server.ts';
+import { connectDatabase, type DbHandle } from '../../db/client.ts';
+import { registerDevLocations } from '../../devstack/stack.ts';
+import { startWorkers, type RunningWorkers, type WorkerOptions } from '../../workers/main.ts';
+import type { StackInfo } from './stack-info.ts';
+
+export function stackInfo(): StackInfo {
+  return inject('stack');
+}
+
+/** The environment an instance of Meridian would get, pointed at the test stack. */
+export function testEnv(overrides: Record<string, string | undefined> = {}): Record<string, string | undefined> {
+  const s = stackInfo();
+  return {
+    DATABASE_URL: s.databaseUrl,
+    REDIS_URL: s.redisUrl,
+    MERIDIAN_REDIS_PREFIX: s.redisKeyPrefix,
+    TEMPORAL_ADDRESS: s.temporalAddress,
+    PORT: '0',
+    MERIDIAN_DEV_S3_ACCESS_KEY: s.s3Credentials.accessKeyId,
+    MERIDIAN_DEV_S3_SECRET_KEY: s.s3Credentials.secretAccessKey,
+    MERIDIAN_STORAGE_PREFERENCE: s.regions.map((r) => r.name).join(','),
+    LOG_LEVEL: process.env.LOG_LEVEL ?? 'warn',
+    ...overrides,
+  };
+}
+
+export function testConfig(overrides: Record<string, string | undefined> = {}): Config {
+  return loadConfig(testEnv(overrides));
+}
+
+let locationsRegistered = false;
+/** The three test regions as storage locations (idempotent). */
+export async function ensureTestLocations(): Promise<void> {
+  if (locationsRegistered) return;
+  const db = connectDatabase(stackInfo().databaseUrl, { max: 1 });
+  try {
+    await registerDevLocations(db.db, stackInfo().regions);
+  } finally {
+    await db.close();
+  }
+  locationsRegistered = true;
+}
+
+export function testDatabase(): DbHandle {
+  return connectDatabase(stackInfo().databaseUrl, { max: 4, applicationName: 'meridian-test' });
+}
+
+export async function startTestApi(overrides: Record<string, string | undefined> = {}): Promise<RunningApi & { config: Config }> {
+  await ensureTestLocations();
+  const config = testConfig(overrides);
+  const api = await startApi(config);
+  return Object.assign(api, { config: api.services.config });
+}
+
+export async function startTestWorkers(
+  opts: Partial<WorkerOptions> = {},
+  overrides: Record<string, string | undefined> = {},
+): Promise<RunningWorkers> {
+  await ensureTestLocations();
+  const config = testConfig(overrides);
+  return startWorkers(config, {
+    control: true,
+    mirror: true,
+    copyLocations: stackInfo().regions.map((r) => r.name),
+    workflowBundle: { codePath: stackInfo().workflowBundlePath },
+    ...opts,
+  });
+}
+
+type ServiceName = 'temporal' | `s3-${string}`;
+
+/** Stops, starts or kills one of the shared services (outage simulation). */
+export const stackControl = {
+  async stop(service: ServiceName): Promise<void> {
+    await control(service, 'stop');
+  },
+  async start(service: ServiceName): Promise<void> {
+    await control(service, 'start');
+  },
+  async kill(service: ServiceName): Promise<void> {
+    await control(service, 'kill');
+  },
+};
+
+async function control(service: string, action: string): Promise<void> {
+  const r = await fetch(`${stackInfo().controlUrl}/${service}/${action}`, { method: 'POST' });
+  if (r.status !== 204) throw new Error(`stack control ${service}/${action} failed: ${r.status} ${await r.text()}`);
+}

@@ -1,0 +1,11 @@
+export interface StackInfo {
+  databaseUrl: string;
+  redisUrl: string;
+  redisKeyPrefix: string;
+  temporalAddress: string;
+  regions: { name: string; port: number }[];
+  s3Credentials: { accessKeyId: string; secretAccessKey: string };
+  dataDir: string;
+  workflowBundlePath: string;
+  controlUrl: string;
+}

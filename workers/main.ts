@@ -1,0 +1,115 @@
+// Worker processes. `control` runs every workflow, the activities that only touch the database,
+// and the outbox relay; `copy` workers run the copy activities of the locations they are given, on
+// those locations' task queues (in production, one per region, next to its storage).
+import { DefaultLogger, NativeConnection, Worker, type WorkflowBundleOption, Runtime, makeTelemetryFilterString } from '@temporalio/worker';
+import { createActivities } from '../activities/index.ts';
+import { loadConfig, type Config } from '../config.ts';
+import { runMain } from '../platform/main.ts';
+import { OutboxRelay } from '../platform/outbox.ts';
+import { createServices, type Services } from '../platform/services.ts';
+import { copyTaskQueue, TASK_QUEUES, temporalConnection } from '../temporal.config.ts';
+import { WORKFLOWS_PATH } from './bundle.ts';
+
+export interface WorkerOptions {
+  /** Run the control worker (workflows, database activities, outbox relay). */
+  control: boolean;
+  /** Locations whose copy queue this process serves. */
+  copyLocations: string[];
+  /** Run the mirror worker. */
+  mirror: boolean;
+  workflowBundle?: WorkflowBundleOption;
+}
+
+export interface RunningWorkers {
+  services: Services;
+  workers: Worker[];
+  relay: OutboxRelay | undefined;
+  stop(): Promise<void>;
+}
+
+let runtimeInstalled = false;
+/** The SDK logs every worker state change at INFO; we keep its warnings and errors. */
+export function installRuntime(level: string): void {
+  if (runtimeInstalled) return;
+  runtimeInstalled = true;
+  const debug = level === 'debug' || level === 'trace';
+  try {
+    Runtime.install({
+      logger: new DefaultLogger(debug ? 'DEBUG' : 'WARN'),
+      telemetryOptions: { logging: { filter: makeTelemetryFilterString({ core: debug ? 'INFO' : 'WARN' }) } },
+    });
+  } catch {
+    // Already installed in this process; keep it.
+  }
+}
+
+export async function startWorkers(config: Config, opts: WorkerOptions, services?: Services): Promise<RunningWorkers> {
+  installRuntime(config.logLevel);
+  const s = services ?? createServices(config, 'worker');
+  await s.locations.refresh();
+  const { address, namespace } = temporalConnection(config);
+  const connection = await NativeConnection.connect({ address });
+  const activities = createActivities(s);
+  const workers: Worker[] = [];
+  const workflowSource = opts.workflowBundle ? { workflowBundle: opts.workflowBundle } : { workflowsPath: WORKFLOWS_PATH };
+  if (opts.control) {
+    workers.push(await Worker.create({ connection, namespace, taskQueue: TASK_QUEUES.control, activities, ...workflowSource }));
+  }
+  // A queue's worker needs something to run: until a domain registers activities there is none.
+  const hasActivities = Object.keys(activities).length > 0;
+  if (opts.mirror && hasActivities) {
+    workers.push(await Worker.create({ connection, namespace, taskQueue: TASK_QUEUES.mirror, activities }));
+  }
+  for (const loc of hasActivities ? opts.copyLocations : []) {
+    workers.push(
+      await Worker.create({ connection, namespace, taskQueue: copyTaskQueue(loc), activities, maxConcurrentActivityTaskExecutions: 8 }),
+    );
+  }
+  const relay = opts.control ? new OutboxRelay(s.db, s.sql, s.temporal.client, s.logger) : undefined;
+  await relay?.start();
+  const runs = workers.map((w) =>
+    w.run().catch((e: unknown) => {
+      s.logger.error({ err: e, taskQueue: w.options.taskQueue }, 'worker stopped with an error');
+    }),
+  );
+  return {
+    services: s,
+    workers,
+    relay,
+    async stop() {
+      await relay?.stop();
+      for (const w of workers) if (w.getState() === 'RUNNING') w.shutdown();
+      await Promise.allSettled(runs);
+      await connection.close();
+      if (!services) await s.close();
+    },
+  };
+}
+
+function parseArgs(argv: string[], config: Config): WorkerOptions {
+  const roles = new Set<string>();
+  let copyLocations: string[] | undefined;
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i]!;
+    if (a === '--control' || a === '--mirror') roles.add(a.slice(2));
+    else if (a === '--copy') copyLocations = (argv[++i] ?? '').split(',').filter(Boolean);
+    else throw new Error(`unknown argument ${a}; use --control, --mirror, --copy <location,...>`);
+  }
+  if (roles.size === 0 && copyLocations === undefined) {
+    return { control: true, mirror: true, copyLocations: config.storagePreference };
+  }
+  return { control: roles.has('control'), mirror: roles.has('mirror'), copyLocations: copyLocations ?? [] };
+}
+
+if (import.meta.url === `file://${process.argv[1]}`) {
+  runMain('worker', async () => {
+    const config = loadConfig();
+    const opts = parseArgs(process.argv.slice(2), config);
+    const running = await startWorkers(config, opts);
+    running.services.logger.info(
+      { control: opts.control, mirror: opts.mirror, copy: opts.copyLocations },
+      'workers running',
+    );
+    return () => running.stop();
+  });
+}
