@@ -241,10 +241,13 @@ export const uploadSessions = pgTable(
     size: bigint('size', { mode: 'number' }).notNull().default(0),
     /** Bytes received after the last full part, kept in a small side object until a part fills. */
     tailSize: integer('tail_size').notNull().default(0),
+    tailKey: text('tail_key'),
     hashAlgorithm: text('hash_algorithm').notNull().default('sha256'),
     hashState: bytea('hash_state'),
     /** Bumped by every chunk; a chunk commits only if nobody else did in between. */
     version: integer('version').notNull().default(0),
+    /** Set while a request is writing a chunk, so two requests never write parts at once. */
+    busyUntil: timestamp('busy_until', { withTimezone: true }),
     createdByUserId: ref('created_by_user_id'),
     createdByRobotId: ref('created_by_robot_id'),
     createdAt: createdAt(),
@@ -315,9 +318,11 @@ export const manifestChildren = pgTable(
     parentId: ref('parent_id')
       .notNull()
       .references(() => manifests.id, { onDelete: 'cascade' }),
+    // Deleting a manifest an index refers to is allowed (as in the distribution registry); the
+    // index keeps its bytes, the reference row goes.
     childId: ref('child_id')
       .notNull()
-      .references(() => manifests.id, { onDelete: 'no action' }),
+      .references(() => manifests.id, { onDelete: 'cascade' }),
   },
   (t) => [primaryKey({ columns: [t.parentId, t.childId] }), index('manifest_children_child_idx').on(t.childId)],
 );

@@ -4,6 +4,7 @@ import type { Redis } from 'ioredis';
 import type { Config } from '../config.ts';
 import { connectDatabase, type DbHandle } from '../db/client.ts';
 import { SecretBox } from '../security/secretbox.ts';
+import { LocationHealth } from '../storage/health.ts';
 import { LocationRegistry } from '../storage/locations.ts';
 import { createLogger, type Logger } from './logger.ts';
 import { connectRedis } from './redis.ts';
@@ -16,6 +17,8 @@ export interface Services {
   redis: Redis;
   temporal: TemporalHandle;
   locations: LocationRegistry;
+  /** Location circuit breakers, shared by all instances through Redis. */
+  health: LocationHealth;
   secrets: SecretBox;
   logger: Logger;
   close(): Promise<void>;
@@ -37,6 +40,7 @@ export function createServices(config: Config, name: string): Services {
     redis,
     temporal,
     locations,
+    health: new LocationHealth(redis),
     secrets,
     logger,
     async close() {

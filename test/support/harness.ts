@@ -91,3 +91,18 @@ async function control(service: string, action: string): Promise<void> {
   const r = await fetch(`${stackInfo().controlUrl}/${service}/${action}`, { method: 'POST' });
   if (r.status !== 204) throw new Error(`stack control ${service}/${action} failed: ${r.status} ${await r.text()}`);
 }
+
+/** A fresh user (and namespace) with a random name; returns Basic credentials for it. */
+export async function createTestUser(prefix = 'user'): Promise<{ username: string; password: string; authorization: string }> {
+  const { createUser } = await import('../../auth/accounts.ts');
+  const { randomBytes } = await import('node:crypto');
+  const username = `${prefix}-${randomBytes(4).toString('hex')}`;
+  const password = `pw-${randomBytes(8).toString('hex')}`;
+  const db = testDatabase();
+  try {
+    await db.db.transaction((tx) => createUser(tx, { username, password }));
+  } finally {
+    await db.close();
+  }
+  return { username, password, authorization: `Basic ${Buffer.from(`${username}:${password}`).toString('base64')}` };
+}

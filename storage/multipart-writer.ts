@@ -1,0 +1,130 @@
+// Turns a stream of chunks of any size into S3 multipart parts of a fixed size, uploading up to
+// `maxInFlight` parts at once while the next one fills. Memory stays bounded by
+// (maxInFlight + 1) × partSize whatever the size of the object.
+import { type CompletedPart, type StorageDriver, DEFAULT_PART_SIZE } from './driver.ts';
+
+/** Part sizes grow with the part number so that S3's 10,000-part limit still allows ~1 TiB:
+ * 16 MiB for parts 1–2000, 32 MiB for the next 2000, and so on. */
+export function partSizeFor(partNumber: number, base = DEFAULT_PART_SIZE): number {
+  return base * 2 ** Math.min(4, Math.floor((partNumber - 1) / 2000));
+}
+
+export interface MultipartWriterOptions {
+  /** Size of the first parts; later parts grow (partSizeFor). */
+  partSize?: number;
+  maxInFlight?: number;
+  /** An existing multipart upload to continue; created on the first full part otherwise. */
+  uploadId?: string;
+  /** Parts already in that upload. */
+  parts?: CompletedPart[];
+  /** Called when a part is durably uploaded (heartbeats, progress). */
+  onPart?: (part: CompletedPart) => void;
+}
+
+export class MultipartWriter {
+  private readonly basePartSize: number;
+  private readonly maxInFlight: number;
+  private chunks: Buffer[] = [];
+  private buffered = 0;
+  private inFlight = new Set<Promise<void>>();
+  private failure: unknown;
+  private nextPartNumber: number;
+  private _uploadId: string | undefined;
+  private readonly done: CompletedPart[];
+
+  constructor(
+    private readonly driver: StorageDriver,
+    private readonly key: string,
+    private readonly opts: MultipartWriterOptions = {},
+  ) {
+    this.basePartSize = opts.partSize ?? DEFAULT_PART_SIZE;
+    this.maxInFlight = opts.maxInFlight ?? 2;
+    this._uploadId = opts.uploadId;
+    this.done = [...(opts.parts ?? [])];
+    this.nextPartNumber = this.done.reduce((n, p) => Math.max(n, p.partNumber), 0) + 1;
+  }
+
+  /** The size the next full part will have. */
+  get partSize(): number {
+    return partSizeFor(this.nextPartNumber, this.basePartSize);
+  }
+
+  get uploadId(): string | undefined {
+    return this._uploadId;
+  }
+
+  /** Bytes accepted but not yet part of an uploaded (or uploading) part. */
+  get bufferedBytes(): number {
+    return this.buffered;
+  }
+
+  async write(chunk: Buffer): Promise<void> {
+    if (this.failure) throw this.failure;
+    if (chunk.length === 0) return;
+    this.chunks.push(chunk);
+    this.buffered += chunk.length;
+    while (this.buffered >= this.partSize) {
+      await this.startPart(this.take(this.partSize));
+    }
+  }
+
+  /** Uploads whatever is buffered as one more part (the last part may be small). */
+  async flushRemainder(): Promise<void> {
+    if (this.buffered > 0) await this.startPart(this.take(this.buffered));
+  }
+
+  /** Takes the buffered bytes out of the writer (to keep them elsewhere until more arrive). */
+  takeBuffered(): Buffer {
+    return this.take(this.buffered);
+  }
+
+  /** Waits for every started part; returns all parts in order. */
+  async parts(): Promise<CompletedPart[]> {
+    await Promise.all(this.inFlight);
+    if (this.failure) throw this.failure;
+    return [...this.done].sort((a, b) => a.partNumber - b.partNumber);
+  }
+
+  /** Uploads the remainder, then completes the multipart upload. */
+  async complete(opts: { ifAbsent?: boolean } = {}): Promise<CompletedPart[]> {
+    await this.flushRemainder();
+    const parts = await this.parts();
+    if (!this._uploadId) throw new Error('nothing was written');
+    await this.driver.completeMultipart(this.key, this._uploadId, parts, opts);
+    return parts;
+  }
+
+  async abort(): Promise<void> {
+    await Promise.allSettled(this.inFlight);
+    if (this._uploadId) await this.driver.abortMultipart(this.key, this._uploadId).catch(() => {});
+  }
+
+  private take(n: number): Buffer {
+    const all = this.chunks.length === 1 ? this.chunks[0]! : Buffer.concat(this.chunks, this.buffered);
+    const part = all.subarray(0, n);
+    const rest = all.subarray(n);
+    this.chunks = rest.length > 0 ? [rest] : [];
+    this.buffered = rest.length;
+    return part;
+  }
+
+  private async startPart(body: Buffer): Promise<void> {
+    while (this.inFlight.size >= this.maxInFlight) await Promise.race(this.inFlight);
+    if (this.failure) throw this.failure;
+    if (!this._uploadId) this._uploadId = await this.driver.createMultipart(this.key);
+    const partNumber = this.nextPartNumber++;
+    const uploadId = this._uploadId;
+    const p = this.driver.uploadPart(this.key, uploadId, partNumber, body).then(
+      (etag) => {
+        const part = { partNumber, etag, size: body.length };
+        this.done.push(part);
+        this.opts.onPart?.(part);
+      },
+      (e: unknown) => {
+        this.failure ??= e;
+      },
+    );
+    const tracked = p.finally(() => this.inFlight.delete(tracked));
+    this.inFlight.add(tracked);
+  }
+}
