@@ -10,7 +10,7 @@ import { createRepository, findRepository, type Repository } from '../../registr
 import { deleteBlob, getBlob } from './blobs.ts';
 import { catalog, tagList } from './listing.ts';
 import { deleteManifestRoute, getManifest, putManifestRoute } from './manifests.ts';
-import { referrers } from './referrers.ts';
+import { emptyReferrers, referrers } from './referrers.ts';
 import { toOciError } from './error-mapping.ts';
 import { OciError } from './errors.ts';
 import { cancelUploadRoute, patchUpload, putUpload, startUploadRoute, uploadStatus } from './uploads.ts';
@@ -31,7 +31,9 @@ type Handler = (r: V2Request, param: string) => Promise<void>;
 
 interface Route {
   pattern: RegExp;
-  methods: Partial<Record<string, { actions: RepoAction[]; handler: Handler; creates?: boolean }>>;
+  methods: Partial<
+    Record<string, { actions: RepoAction[]; handler: Handler; creates?: boolean; whenMissing?: (ctx: Koa.Context) => void }>
+  >;
 }
 
 const pull: RepoAction[] = ['pull'];
@@ -77,7 +79,9 @@ const ROUTES: Route[] = [
   },
   {
     pattern: /^\/v2\/(.+)\/referrers\/([^/]+)$/,
-    methods: { GET: { actions: pull, handler: referrers } },
+    // The spec asks for an empty index, not an error, when nothing refers to the digest — even
+    // when the repository has never been pushed to.
+    methods: { GET: { actions: pull, handler: referrers, whenMissing: emptyReferrers } },
   },
 ];
 
@@ -148,6 +152,7 @@ async function dispatch(s: Services, ctx: Koa.Context): Promise<void> {
         throw toOciError(e) ?? e;
       });
     }
+    if (!repo && method.whenMissing) return method.whenMissing(ctx);
     if (!repo) throw new OciError('NAME_UNKNOWN', `repository ${name} is not known to the registry`, { name });
     await method.handler({ s, ctx, principal, name, repo }, param);
     return;
