@@ -1,13 +1,14 @@
 // The activities factory: every activity Meridian runs, built from injected dependencies so that
 // tests can give them their own database, storage and clients.
 import type { Services } from '../platform/services.ts';
+import { createReplicationActivities } from './replication.ts';
 
-export type ActivityDeps = Pick<Services, 'config' | 'db' | 'redis' | 'locations' | 'secrets' | 'logger'> & {
-  temporal: Services['temporal'];
-};
+export type ActivityDeps = Services;
 
-export function createActivities(_deps: ActivityDeps) {
-  return {};
+export function createActivities(deps: ActivityDeps) {
+  return {
+    ...createReplicationActivities(deps),
+  };
 }
 
 export type Activities = ReturnType<typeof createActivities>;

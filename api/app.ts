@@ -3,6 +3,7 @@
 import Koa from 'koa';
 import type { Services } from '../platform/services.ts';
 import { healthRoutes } from './health.ts';
+import { metricsRoute } from './metrics.ts';
 import { v2Routes } from './v2/routes.ts';
 
 export function createApp(s: Services): Koa {
@@ -22,6 +23,7 @@ export function createApp(s: Services): Koa {
   });
   const health = healthRoutes(s);
   app.use(health.routes()).use(health.allowedMethods());
+  app.use(metricsRoute(s));
   app.use(v2Routes(s));
   return app;
 }

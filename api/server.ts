@@ -2,6 +2,7 @@
 import { createServer, type Server } from 'node:http';
 import { ConfigError, loadConfig, type Config } from '../config.ts';
 import { runMain } from '../platform/main.ts';
+import { startHealthProber } from '../platform/health-prober.ts';
 import { createServices, type Services } from '../platform/services.ts';
 import { unknownPreferredLocations } from '../storage/locations.ts';
 import { createApp } from './app.ts';
@@ -46,6 +47,7 @@ export async function startApi(config: Config, services?: Services): Promise<Run
     if (!services) await s.close();
     throw e;
   });
+  const prober = startHealthProber(s);
   const addr = server.address();
   const port = typeof addr === 'object' && addr ? addr.port : config.port;
   // Listening on port 0 (tests): links we hand out must name the port we really got.
@@ -55,6 +57,7 @@ export async function startApi(config: Config, services?: Services): Promise<Run
     services: s,
     url: `http://${config.host}:${port}`,
     async close() {
+      prober.stop();
       await new Promise<void>((resolve) => {
         server.close(() => resolve());
         server.closeIdleConnections();

@@ -31,6 +31,19 @@ export async function enqueueWorkflowStart(tx: DbOrTx, intent: WorkflowStartInte
 export interface RelayStats {
   delivered: number;
   failed: number;
+  /** Temporal itself was unreachable: the relay should pause, not blame the rows. */
+  unavailable: boolean;
+}
+
+/** gRPC UNAVAILABLE / DEADLINE_EXCEEDED and connection errors: Temporal is down, not the row bad. */
+function isUnavailable(e: unknown): boolean {
+  // The client wraps the gRPC error ("Failed to start Workflow"); look down the cause chain.
+  for (let cur: unknown = e, depth = 0; cur && depth < 5; cur = (cur as { cause?: unknown }).cause, depth++) {
+    const code = (cur as { code?: number }).code;
+    const msg = cur instanceof Error ? cur.message : String(cur);
+    if (code === 14 || code === 4 || /UNAVAILABLE|DEADLINE_EXCEEDED|ECONNREFUSED|deadline/i.test(msg)) return true;
+  }
+  return false;
 }
 
 const BATCH = 200;
@@ -57,7 +70,7 @@ export class OutboxRelay {
 
   /** Delivers one batch of due intents. Rows are locked (SKIP LOCKED) so several relays can run. */
   async drainOnce(): Promise<RelayStats> {
-    const stats: RelayStats = { delivered: 0, failed: 0 };
+    const stats: RelayStats = { delivered: 0, failed: 0, unavailable: false };
     await this.db.transaction(async (tx) => {
       const rows = await tx.execute<{ id: number; kind: string; payload: WorkflowStartIntent; attempts: number }>(sql`
         select id, kind, payload, attempts from ${outbox}
@@ -71,14 +84,20 @@ export class OutboxRelay {
           stats.delivered++;
         } catch (e) {
           const message = e instanceof Error ? e.message : String(e);
+          stats.failed++;
+          if (isUnavailable(e)) {
+            // Temporal is down: the row is fine and stays due; the relay pauses and retries the
+            // whole backlog as soon as Temporal answers again.
+            stats.unavailable = true;
+            await tx.execute(sql`update ${outbox} set attempts = attempts + 1, last_error = ${message.slice(0, 1000)} where id = ${row.id}`);
+            this.logger.warn({ err: message }, 'Temporal unreachable; outbox delivery paused');
+            break;
+          }
           await tx.execute(sql`
             update ${outbox} set attempts = attempts + 1, last_error = ${message.slice(0, 1000)},
               available_at = now() + make_interval(secs => ${retryDelayMs(row.attempts) / 1000})
             where id = ${row.id}`);
-          stats.failed++;
-          // Temporal is probably down: leave the rest of the batch for the next round.
           this.logger.warn({ outboxId: row.id, err: message }, 'outbox delivery failed; will retry');
-          break;
         }
       }
     });
@@ -109,17 +128,19 @@ export class OutboxRelay {
       this.logger.warn({ err: (e as Error).message }, 'outbox LISTEN unavailable; polling only');
     }
     this.loop = (async () => {
+      let pauseMs = 0;
       while (!this.stopped) {
         let more = false;
         try {
           const stats = await this.drainOnce();
-          more = stats.delivered === BATCH;
+          more = stats.delivered + stats.failed === BATCH && !stats.unavailable;
+          pauseMs = stats.unavailable ? Math.min(Math.max(pauseMs * 2, 500), 10_000) : 0;
         } catch (e) {
           this.logger.warn({ err: (e as Error).message }, 'outbox relay round failed');
         }
         if (more) continue;
         await new Promise<void>((resolve) => {
-          const timer = setTimeout(resolve, this.pollIntervalMs);
+          const timer = setTimeout(resolve, pauseMs || this.pollIntervalMs);
           this.wake = () => {
             clearTimeout(timer);
             resolve();

@@ -7,6 +7,7 @@ import { SecretBox } from '../security/secretbox.ts';
 import { LocationHealth } from '../storage/health.ts';
 import { LocationRegistry } from '../storage/locations.ts';
 import { createLogger, type Logger } from './logger.ts';
+import { ProcessMetrics, ReplicationMetrics } from './metrics.ts';
 import { connectRedis } from './redis.ts';
 import { connectTemporal, type TemporalHandle } from './temporal.ts';
 
@@ -21,6 +22,7 @@ export interface Services {
   health: LocationHealth;
   secrets: SecretBox;
   logger: Logger;
+  metrics: { process: ProcessMetrics; replication: ReplicationMetrics };
   close(): Promise<void>;
 }
 
@@ -43,6 +45,7 @@ export function createServices(config: Config, name: string): Services {
     health: new LocationHealth(redis),
     secrets,
     logger,
+    metrics: { process: new ProcessMetrics(), replication: new ReplicationMetrics(redis) },
     async close() {
       locations.close();
       redis.disconnect();

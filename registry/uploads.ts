@@ -15,6 +15,7 @@ import { type CompletedPart, MIN_PART_SIZE, ObjectExistsError, type StorageDrive
 import type { Location } from '../storage/locations.ts';
 import { MultipartWriter } from '../storage/multipart-writer.ts';
 import { blobKey, uploadDataKey, uploadTailKey } from '../storage/paths.ts';
+import { placementAdded } from '../replication/placements.ts';
 import { commitBlob } from './blobs.ts';
 import { type DigestAlgorithm, parseDigest } from './digest.ts';
 import { createResumableHasher, createStreamingHasher, type ResumableHasher, restoreHasher } from './hashing.ts';
@@ -274,6 +275,7 @@ export async function completeUpload(
     await s.db.transaction((tx) =>
       commitBlob(tx, { digest, size, locationId: loc.id, repositoryId: repo.id, repositoryName: repo.fullName }),
     );
+    await placementAdded(s.redis, digest);
     await deleteSession(s, held, loc);
     return { digest, size, location: loc };
   } catch (e) {
@@ -370,6 +372,7 @@ export async function putBlob(
     throw e;
   }
   await s.db.transaction((tx) => commitBlob(tx, { digest, size, locationId: loc.id, repositoryId: repo.id, repositoryName: repo.fullName }));
+  await placementAdded(s.redis, digest);
   return { digest, size, location: loc };
 }
 

@@ -19,6 +19,10 @@ export interface MultipartWriterOptions {
   parts?: CompletedPart[];
   /** Called when a part is durably uploaded (heartbeats, progress). */
   onPart?: (part: CompletedPart) => void;
+  /** Called, in order, with the exact bytes of each part as it is cut from the stream — before
+   * it is uploaded. Lets a resumable copy hash part by part and know the state at each part
+   * boundary. */
+  onCut?: (bytes: Buffer, partNumber: number) => void;
 }
 
 export class MultipartWriter {
@@ -113,6 +117,7 @@ export class MultipartWriter {
     if (this.failure) throw this.failure;
     if (!this._uploadId) this._uploadId = await this.driver.createMultipart(this.key);
     const partNumber = this.nextPartNumber++;
+    this.opts.onCut?.(body, partNumber);
     const uploadId = this._uploadId;
     const p = this.driver.uploadPart(this.key, uploadId, partNumber, body).then(
       (etag) => {

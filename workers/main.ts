@@ -5,6 +5,7 @@ import { DefaultLogger, NativeConnection, Worker, type WorkflowBundleOption, Run
 import { createActivities } from '../activities/index.ts';
 import { loadConfig, type Config } from '../config.ts';
 import { runMain } from '../platform/main.ts';
+import { startHealthProber } from '../platform/health-prober.ts';
 import { OutboxRelay } from '../platform/outbox.ts';
 import { createServices, type Services } from '../platform/services.ts';
 import { copyTaskQueue, TASK_QUEUES, temporalConnection } from '../temporal.config.ts';
@@ -36,7 +37,9 @@ export function installRuntime(level: string): void {
   try {
     Runtime.install({
       logger: new DefaultLogger(debug ? 'DEBUG' : 'WARN'),
-      telemetryOptions: { logging: { filter: makeTelemetryFilterString({ core: debug ? 'INFO' : 'WARN' }) } },
+      // The core warns on every retried poll while Temporal is unreachable; at LOG_LEVEL=warn
+      // and above we keep only its errors.
+      telemetryOptions: { logging: { filter: makeTelemetryFilterString({ core: debug ? 'INFO' : level === 'info' ? 'WARN' : 'ERROR' }) } },
     });
   } catch {
     // Already installed in this process; keep it.
@@ -55,18 +58,26 @@ export async function startWorkers(config: Config, opts: WorkerOptions, services
   if (opts.control) {
     workers.push(await Worker.create({ connection, namespace, taskQueue: TASK_QUEUES.control, activities, ...workflowSource }));
   }
-  // A queue's worker needs something to run: until a domain registers activities there is none.
-  const hasActivities = Object.keys(activities).length > 0;
-  if (opts.mirror && hasActivities) {
+  if (opts.mirror) {
     workers.push(await Worker.create({ connection, namespace, taskQueue: TASK_QUEUES.mirror, activities }));
   }
-  for (const loc of hasActivities ? opts.copyLocations : []) {
+  for (const loc of opts.copyLocations) {
     workers.push(
-      await Worker.create({ connection, namespace, taskQueue: copyTaskQueue(loc), activities, maxConcurrentActivityTaskExecutions: 8 }),
+      await Worker.create({
+        connection,
+        namespace,
+        taskQueue: copyTaskQueue(loc),
+        activities,
+        maxConcurrentActivityTaskExecutions: 8,
+        // Copies checkpoint at every part; send those checkpoints promptly so a crash loses little.
+        defaultHeartbeatThrottleInterval: '1 second',
+        maxHeartbeatThrottleInterval: '2 seconds',
+      }),
     );
   }
   const relay = opts.control ? new OutboxRelay(s.db, s.sql, s.temporal.client, s.logger) : undefined;
   await relay?.start();
+  const prober = opts.control ? startHealthProber(s) : undefined;
   const runs = workers.map((w) =>
     w.run().catch((e: unknown) => {
       s.logger.error({ err: e, taskQueue: w.options.taskQueue }, 'worker stopped with an error');
@@ -77,6 +88,7 @@ export async function startWorkers(config: Config, opts: WorkerOptions, services
     workers,
     relay,
     async stop() {
+      prober?.stop();
       await relay?.stop();
       for (const w of workers) if (w.getState() === 'RUNNING') w.shutdown();
       await Promise.allSettled(runs);

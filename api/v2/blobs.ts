@@ -1,7 +1,8 @@
 // Blob reads (HEAD, GET with Range, redirect or proxy) and blob deletion from a repository.
 import { pipeline } from 'node:stream/promises';
 import { blobKey } from '../../storage/paths.ts';
-import { linkedBlob, placementLocationIds, unlinkBlob } from '../../registry/blobs.ts';
+import { linkedBlob, unlinkBlob } from '../../registry/blobs.ts';
+import { cachedPlacementIds } from '../../replication/placements.ts';
 import { parseDigest } from '../../registry/digest.ts';
 import { readCandidates } from '../../registry/placement.ts';
 import { ObjectNotFoundError, StorageUnavailableError } from '../../storage/driver.ts';
@@ -56,7 +57,7 @@ export async function getBlob(r: V2Request, digest: string): Promise<void> {
   const range = parseRange(ctx.get('Range'), blob.size);
   const candidates = await readCandidates(
     { locations: r.s.locations, health: r.s.health, preference: r.s.config.storagePreference },
-    await placementLocationIds(r.s.db, blob.id),
+    await cachedPlacementIds(r.s.db, r.s.redis, blob),
   );
   if (candidates.length === 0) throw new OciError('BLOB_UNKNOWN', 'blob has no stored copy', { digest });
   if (blob.size === 0) {
@@ -67,7 +68,9 @@ export async function getBlob(r: V2Request, digest: string): Promise<void> {
   }
   if (r.s.config.blobServeMode === 'redirect') {
     const loc = candidates[0]!;
+    r.s.metrics.process.pulls.inc({ location: loc.name, mode: 'redirect' });
     ctx.status = 307;
+    ctx.set('X-Meridian-Location', loc.name);
     ctx.set('Location', await loc.driver.presignRead(blobKey(loc.pathPrefix, blob.digest), r.s.config.presignTtlSeconds));
     ctx.body = null;
     ctx.status = 307;
@@ -91,6 +94,8 @@ async function proxyFrom(r: V2Request, candidates: Location[], digest: string, s
       throw e;
     }
     const { ctx } = r;
+    r.s.metrics.process.pulls.inc({ location: loc.name, mode: 'proxy' });
+    ctx.set('X-Meridian-Location', loc.name);
     ctx.status = range ? 206 : 200;
     ctx.set('Content-Type', 'application/octet-stream');
     ctx.set('Content-Length', String(read.length));

@@ -1,0 +1,98 @@
+// Prometheus metrics. Per-process metrics (pulls served by each location) live in prom-client;
+// replication metrics are counted by whichever worker did the copy, in any region, so they are
+// kept in Redis and every API instance's /metrics shows the cluster-wide totals (a Redis restart
+// resets them, which Prometheus treats as a counter reset).
+import type { Redis } from 'ioredis';
+import { Counter, Registry, collectDefaultMetrics } from 'prom-client';
+
+export const LAG_BUCKETS = [0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 300, 900, 3600];
+
+const KEYS = {
+  copies: 'metrics:replication:copies',
+  bytes: 'metrics:replication:bytes',
+  failures: 'metrics:replication:failures',
+  lag: 'metrics:replication:lag',
+};
+
+/** Cluster-wide replication counters, written by copy workers. Never throws. */
+export class ReplicationMetrics {
+  constructor(private readonly redis: Redis) {}
+
+  async copied(source: string, target: string, bytes: number): Promise<void> {
+    const field = `${source}|${target}`;
+    await this.redis.multi().hincrby(KEYS.copies, field, 1).hincrby(KEYS.bytes, field, bytes).exec().catch(() => {});
+  }
+
+  async failed(reason: string, source: string, target: string): Promise<void> {
+    await this.redis.hincrby(KEYS.failures, `${reason}|${source}|${target}`, 1).catch(() => {});
+  }
+
+  /** Seconds from the push completing to every wanted location holding a verified copy. */
+  async lag(seconds: number): Promise<void> {
+    const m = this.redis.multi();
+    for (const le of LAG_BUCKETS) if (seconds <= le) m.hincrby(KEYS.lag, `le:${le}`, 1);
+    m.hincrby(KEYS.lag, 'count', 1).hincrbyfloat(KEYS.lag, 'sum', seconds);
+    await m.exec().catch(() => {});
+  }
+
+  /** Prometheus text for the shared metrics. */
+  async exposition(): Promise<string> {
+    let copies: Record<string, string> = {};
+    let bytes: Record<string, string> = {};
+    let failures: Record<string, string> = {};
+    let lag: Record<string, string> = {};
+    try {
+      [copies, bytes, failures, lag] = await Promise.all([
+        this.redis.hgetall(KEYS.copies),
+        this.redis.hgetall(KEYS.bytes),
+        this.redis.hgetall(KEYS.failures),
+        this.redis.hgetall(KEYS.lag),
+      ]);
+    } catch {
+      return '# replication metrics unavailable: Redis unreachable\n';
+    }
+    const lines: string[] = [];
+    const esc = (v: string) => v.replace(/\\/g, '\\\\').replace(/"/g, '\\"');
+    lines.push('# HELP meridian_replication_copies_total Blob copies completed, by source and target location.');
+    lines.push('# TYPE meridian_replication_copies_total counter');
+    for (const [k, v] of Object.entries(copies)) {
+      const [s, t] = k.split('|');
+      lines.push(`meridian_replication_copies_total{source="${esc(s!)}",target="${esc(t!)}"} ${v}`);
+    }
+    lines.push('# HELP meridian_replication_bytes_total Bytes copied by replication, by source and target location.');
+    lines.push('# TYPE meridian_replication_bytes_total counter');
+    for (const [k, v] of Object.entries(bytes)) {
+      const [s, t] = k.split('|');
+      lines.push(`meridian_replication_bytes_total{source="${esc(s!)}",target="${esc(t!)}"} ${v}`);
+    }
+    lines.push('# HELP meridian_replication_failures_total Failed copy attempts, by reason, source and target.');
+    lines.push('# TYPE meridian_replication_failures_total counter');
+    for (const [k, v] of Object.entries(failures)) {
+      const [r, s, t] = k.split('|');
+      lines.push(`meridian_replication_failures_total{reason="${esc(r!)}",source="${esc(s!)}",target="${esc(t!)}"} ${v}`);
+    }
+    lines.push('# HELP meridian_replication_lag_seconds Time from a push completing to every wanted location holding a verified copy.');
+    lines.push('# TYPE meridian_replication_lag_seconds histogram');
+    for (const le of LAG_BUCKETS) lines.push(`meridian_replication_lag_seconds_bucket{le="${le}"} ${lag[`le:${le}`] ?? 0}`);
+    lines.push(`meridian_replication_lag_seconds_bucket{le="+Inf"} ${lag.count ?? 0}`);
+    lines.push(`meridian_replication_lag_seconds_sum ${lag.sum ?? 0}`);
+    lines.push(`meridian_replication_lag_seconds_count ${lag.count ?? 0}`);
+    return lines.join('\n') + '\n';
+  }
+}
+
+/** This process's own metrics. */
+export class ProcessMetrics {
+  readonly registry = new Registry();
+  readonly pulls: Counter<'location' | 'mode'>;
+
+  constructor() {
+    collectDefaultMetrics({ register: this.registry, prefix: 'meridian_process_' });
+    this.pulls = new Counter({
+      name: 'meridian_blob_pulls_total',
+      help: 'Blob pulls served, by the location they were served from and how (redirect or proxy).',
+      labelNames: ['location', 'mode'],
+      registers: [this.registry],
+    });
+  }
+}

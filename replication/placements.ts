@@ -1,0 +1,53 @@
+// Placement records written by replication, and the Redis cache of "which locations hold this
+// blob" that the pull path reads. Adding a copy only makes a cached answer incomplete (a farther
+// copy is served meanwhile); removing one must never leave a cached answer pointing at it, so
+// removals bump a global epoch that every cached entry carries, which invalidates them all.
+import { and, eq, sql } from 'drizzle-orm';
+import type { Redis } from 'ioredis';
+import type { DbOrTx } from '../db/client.ts';
+import { blobPlacements } from '../db/schema.ts';
+import { placementLocationIds } from '../registry/blobs.ts';
+
+const EPOCH_KEY = 'placements:epoch';
+const entryKey = (digest: string) => `placements:${digest}`;
+const TTL_SECONDS = 300;
+
+/** Records a verified copy made by replication (never itself a reason to replicate). */
+export async function recordPlacement(tx: DbOrTx, blobId: number, locationId: number): Promise<void> {
+  await tx
+    .insert(blobPlacements)
+    .values({ blobId, locationId, state: 'available', verifiedAt: sql`now()` })
+    .onConflictDoUpdate({ target: [blobPlacements.blobId, blobPlacements.locationId], set: { state: 'available', verifiedAt: sql`now()` } });
+}
+
+export async function deletePlacement(tx: DbOrTx, blobId: number, locationId: number): Promise<void> {
+  await tx.delete(blobPlacements).where(and(eq(blobPlacements.blobId, blobId), eq(blobPlacements.locationId, locationId)));
+}
+
+/** Location ids holding the blob, from the cache when it is current. */
+export async function cachedPlacementIds(db: DbOrTx, redis: Redis, blob: { id: number; digest: string }): Promise<number[]> {
+  let epoch: string | null = null;
+  try {
+    const [e, raw] = await redis.mget(EPOCH_KEY, entryKey(blob.digest));
+    epoch = e ?? '0';
+    if (raw) {
+      const entry = JSON.parse(raw) as { e: string; ids: number[] };
+      if (entry.e === epoch) return entry.ids;
+    }
+  } catch {
+    epoch = null; // Redis down: go to the database every time.
+  }
+  const ids = await placementLocationIds(db, blob.id);
+  if (epoch !== null) await redis.set(entryKey(blob.digest), JSON.stringify({ e: epoch, ids }), 'EX', TTL_SECONDS).catch(() => {});
+  return ids;
+}
+
+/** A copy was added: let readers see it now rather than when the entry expires. */
+export async function placementAdded(redis: Redis, digest: string): Promise<void> {
+  await redis.del(entryKey(digest)).catch(() => {});
+}
+
+/** Copies were removed (after the database commit): every cached answer is now suspect. */
+export async function placementsRemoved(redis: Redis): Promise<void> {
+  await redis.incr(EPOCH_KEY).catch(() => {});
+}

@@ -1,0 +1,126 @@
+// removeLocation (Quay's util.removelocation, made safe). Marks the location draining (no new
+// writes, reads prefer other copies), makes sure every blob it holds has a verified copy
+// elsewhere — copying the ones that do not — then deletes its placements in batches, optionally
+// its objects, and finally the location. Refuses, listing the blobs at risk, when a blob exists
+// nowhere else and cannot be copied; the location then keeps its previous state.
+import {
+  ApplicationFailure,
+  condition,
+  continueAsNew,
+  defineQuery,
+  proxyActivities,
+  setCurrentDetails,
+  setHandler,
+  upsertSearchAttributes,
+  workflowInfo,
+} from '@temporalio/workflow';
+import type * as activities from '../activities/replication.ts';
+import { SEARCH_ATTRIBUTES } from '../temporal.config.ts';
+import { copyActivity, failureReason } from './replication.ts';
+
+type Activities = ReturnType<typeof activities.createReplicationActivities>;
+
+export interface RemoveLocationProgress {
+  phase: 'protecting' | 'deleting' | 'done' | 'refused';
+  previousState?: 'active' | 'draining';
+  scanned: number;
+  copied: number;
+  placementsDeleted: number;
+  atRisk: { digest: string; reason: string }[];
+  cursor: number;
+}
+
+export interface RemoveLocationInput {
+  name: string;
+  /** Also delete the objects from the location's bucket. */
+  purge?: boolean;
+  progress?: RemoveLocationProgress;
+}
+
+export const removeLocationProgressQuery = defineQuery<RemoveLocationProgress>('progress');
+
+const control = proxyActivities<Activities>({
+  startToCloseTimeout: '5 minutes',
+  retry: { initialInterval: '1 second', maximumInterval: '30 seconds' },
+});
+
+const WINDOW = 8;
+const PAGE = 200;
+
+export async function removeLocation(input: RemoveLocationInput): Promise<RemoveLocationProgress> {
+  const p: RemoveLocationProgress = input.progress ?? { phase: 'protecting', scanned: 0, copied: 0, placementsDeleted: 0, atRisk: [], cursor: 0 };
+  setHandler(removeLocationProgressQuery, () => p);
+  const show = () => {
+    upsertSearchAttributes([
+      { key: SEARCH_ATTRIBUTES.location, value: input.name },
+      { key: SEARCH_ATTRIBUTES.state, value: p.phase },
+      { key: SEARCH_ATTRIBUTES.progressDone, value: p.placementsDeleted },
+      { key: SEARCH_ATTRIBUTES.progressFailed, value: p.atRisk.length },
+    ]);
+    setCurrentDetails(
+      `Removing location ${input.name}${input.purge ? ' (purging objects)' : ''}: ${p.phase}; scanned ${p.scanned} blobs, ` +
+        `copied ${p.copied} elsewhere, deleted ${p.placementsDeleted} placements` +
+        (p.atRisk.length ? `; ${p.atRisk.length} blobs at risk: ${p.atRisk.slice(0, 5).map((b) => b.digest).join(', ')}` : ''),
+    );
+  };
+  if (p.previousState === undefined) p.previousState = await control.markDraining(input.name);
+  show();
+
+  // Phase 1: every blob held here gets a verified copy elsewhere.
+  while (p.phase === 'protecting') {
+    const page = await control.unprotectedBlobs({ location: input.name, afterBlobId: p.cursor, limit: PAGE });
+    p.scanned += page.scanned;
+    p.cursor = page.nextCursor;
+    let inFlight = 0;
+    for (const item of page.items) {
+      await condition(() => inFlight < WINDOW);
+      inFlight++;
+      void (async () => {
+        try {
+          if (item.targets.length === 0) throw new Error('no other active location to copy it to');
+          await copyActivity(item.targets[0]!, item.size)({ digest: item.digest, size: item.size, target: item.targets[0]! });
+          p.copied++;
+        } catch (e) {
+          p.atRisk.push({ digest: item.digest, reason: failureReason(e) });
+        } finally {
+          inFlight--;
+        }
+      })();
+    }
+    await condition(() => inFlight === 0);
+    show();
+    if (page.done) {
+      if (p.atRisk.length > 0) {
+        p.phase = 'refused';
+        await control.restoreLocationState({ name: input.name, state: p.previousState });
+        show();
+        throw ApplicationFailure.nonRetryable(
+          `refusing to remove ${input.name}: ${p.atRisk.length} blobs exist nowhere else and could not be copied`,
+          'BlobsAtRisk',
+          p.atRisk,
+        );
+      }
+      p.phase = 'deleting';
+      p.cursor = 0;
+    } else if (workflowInfo().continueAsNewSuggested || workflowInfo().historyLength > 4000) {
+      await continueAsNew<typeof removeLocation>({ ...input, progress: p });
+    }
+  }
+
+  // Phase 2: placements (and objects) go, in batches, each re-checked against copies elsewhere.
+  for (;;) {
+    const batch = await control.deletePlacementsBatch({ location: input.name, limit: 1000, purge: input.purge ?? false });
+    p.placementsDeleted += batch.deleted;
+    show();
+    if (batch.blocked.length > 0) {
+      // A blob landed here after phase 1 (an upload begun before draining): protect it first.
+      await continueAsNew<typeof removeLocation>({ ...input, progress: { ...p, phase: 'protecting', cursor: 0 } });
+    }
+    if (!batch.remaining) break;
+    if (workflowInfo().continueAsNewSuggested) await continueAsNew<typeof removeLocation>({ ...input, progress: p });
+  }
+  await control.deleteLocationRow(input.name);
+  p.phase = 'done';
+  show();
+  return p;
+}

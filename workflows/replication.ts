@@ -1,0 +1,108 @@
+// replicateBlob: one workflow per blob (id `replicate/<digest>`), started through the outbox when
+// a blob first lands in a location. Copies it to every location that should hold it, each copy
+// running on the target location's task queue, and keeps its search attributes current so the
+// Temporal UI shows what is pending and what is done.
+import {
+  ActivityFailure,
+  ApplicationFailure,
+  proxyActivities,
+  setCurrentDetails,
+  upsertSearchAttributes,
+} from '@temporalio/workflow';
+import type * as activities from '../activities/replication.ts';
+import { copyTaskQueue, SEARCH_ATTRIBUTES } from '../temporal.config.ts';
+
+type Activities = ReturnType<typeof activities.createReplicationActivities>;
+
+export interface ReplicateBlobInput {
+  digest: string;
+  repository?: string;
+}
+
+export interface ReplicateBlobResult {
+  digest: string;
+  state: 'complete' | 'incomplete' | 'gone';
+  copies: activities.CopyResult[];
+  failed: { target: string; reason: string }[];
+  lagSeconds: number | null;
+}
+
+const control = proxyActivities<Activities>({
+  startToCloseTimeout: '1 minute',
+  retry: { initialInterval: '1 second', maximumInterval: '30 seconds' },
+});
+
+/** Copies of big blobs take long; the heartbeat, not this timeout, is what notices a dead worker. */
+export function copyActivity(target: string, size: number) {
+  const minutes = 10 + Math.ceil(size / (5 * 1024 * 1024) / 60);
+  return proxyActivities<Activities>({
+    taskQueue: copyTaskQueue(target),
+    startToCloseTimeout: `${minutes} minutes`,
+    heartbeatTimeout: '20 seconds',
+    // Storage outages are retried for as long as it takes; a source with bad bytes is not.
+    retry: {
+      initialInterval: '1 second',
+      backoffCoefficient: 2,
+      maximumInterval: '1 minute',
+      nonRetryableErrorTypes: ['NoGoodSource', 'LocationGone', 'BlobGone'],
+    },
+  }).copyBlobToLocation;
+}
+
+export function failureReason(e: unknown): string {
+  if (e instanceof ActivityFailure && e.cause instanceof ApplicationFailure) return `${e.cause.type}: ${e.cause.message}`;
+  return e instanceof Error ? e.message : String(e);
+}
+
+export async function replicateBlob(input: ReplicateBlobInput): Promise<ReplicateBlobResult> {
+  const plan = await control.planReplication(input.digest);
+  if (!plan) return { digest: input.digest, state: 'gone', copies: [], failed: [], lagSeconds: null };
+  const pending = new Set(plan.missing);
+  const completed = new Set(plan.holders);
+  const failed: { target: string; reason: string }[] = [];
+  const show = (state: string) => {
+    upsertSearchAttributes([
+      { key: SEARCH_ATTRIBUTES.blobDigest, value: input.digest },
+      ...(input.repository ? [{ key: SEARCH_ATTRIBUTES.repository, value: input.repository }] : []),
+      { key: SEARCH_ATTRIBUTES.pendingLocations, value: [...pending] },
+      { key: SEARCH_ATTRIBUTES.completedLocations, value: [...completed] },
+      { key: SEARCH_ATTRIBUTES.state, value: state },
+    ]);
+    setCurrentDetails(
+      [
+        `**${input.digest}** (${plan.size} bytes)${input.repository ? ` from ${input.repository}` : ''}`,
+        `- held by: ${[...completed].join(', ') || 'none'}`,
+        `- copying to: ${[...pending].join(', ') || 'nothing'}`,
+        ...(failed.length ? [`- failed: ${failed.map((f) => `${f.target} (${f.reason})`).join('; ')}`] : []),
+        `- state: ${state}`,
+      ].join('\n'),
+    );
+  };
+  show(pending.size ? 'replicating' : 'complete');
+
+  const copies = await Promise.all(
+    plan.missing.map(async (target) => {
+      try {
+        const r = await copyActivity(target, plan.size)({ digest: input.digest, size: plan.size, target });
+        completed.add(target);
+        return r;
+      } catch (e) {
+        failed.push({ target, reason: failureReason(e) });
+        return undefined;
+      } finally {
+        pending.delete(target);
+        show(pending.size ? 'replicating' : failed.length ? 'incomplete' : 'complete');
+      }
+    }),
+  );
+  const finish = await control.finishReplication(input.digest);
+  const state = failed.length || !finish.complete ? 'incomplete' : 'complete';
+  show(state);
+  return {
+    digest: input.digest,
+    state,
+    copies: copies.filter((c): c is activities.CopyResult => c !== undefined),
+    failed,
+    lagSeconds: finish.lagSeconds,
+  };
+}
