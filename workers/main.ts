@@ -36,7 +36,9 @@ export function installRuntime(level: string): void {
   const debug = level === 'debug' || level === 'trace';
   try {
     Runtime.install({
-      logger: new DefaultLogger(debug ? 'DEBUG' : 'WARN'),
+      // The SDK logs every failed activity attempt at WARN; at LOG_LEVEL=warn and above only
+      // errors (ours are logged by the activities themselves).
+      logger: new DefaultLogger(debug ? 'DEBUG' : level === 'info' ? 'WARN' : 'ERROR'),
       // The core warns on every retried poll while Temporal is unreachable; at LOG_LEVEL=warn
       // and above we keep only its errors.
       telemetryOptions: { logging: { filter: makeTelemetryFilterString({ core: debug ? 'INFO' : level === 'info' ? 'WARN' : 'ERROR' }) } },

@@ -1,0 +1,166 @@
+// Adding a fourth location and backfilling it; removing a location safely, and refusing to when a
+// blob exists nowhere else and cannot be copied.
+import { createHash, randomBytes } from 'node:crypto';
+import { mkdtempSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { Client, Connection, WorkflowFailedError } from '@temporalio/client';
+import { eq, sql } from 'drizzle-orm';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { blobPlacements, blobs, storageLocations } from '../db/schema.ts';
+import { freePort } from '../devstack/ports.ts';
+import type { ManagedProcess } from '../devstack/process.ts';
+import { s3Server } from '../devstack/s3.ts';
+import { addLocation, startBackfill, startLocationRemoval } from '../replication/operations.ts';
+import { blobKey } from '../storage/paths.ts';
+import { S3Driver } from '../storage/s3.ts';
+import type { RunningWorkers } from '../workers/main.ts';
+import type { BackfillProgress } from '../workflows/backfill.ts';
+import type { RemoveLocationProgress } from '../workflows/remove-location.ts';
+import { createTestUser, startTestApi, startTestWorkers, stackInfo, testDatabase } from './support/harness.ts';
+import { OciClient } from './support/oci-client.ts';
+
+const BUCKET = 'extra';
+
+describe('backfill and site removal', () => {
+  const database = testDatabase();
+  let api: Awaited<ReturnType<typeof startTestApi>>;
+  let workers: RunningWorkers;
+  let extraWorkers: RunningWorkers;
+  let temporal: Client;
+  let connection: Connection;
+  const servers: ManagedProcess[] = [];
+  const drivers: S3Driver[] = [];
+  let client: OciClient;
+  let repo: string;
+
+  /** A fifth S3 server as a new location, registered with stored (encrypted) credentials. */
+  async function newRegion(name: string, replicateByDefault: boolean): Promise<S3Driver> {
+    const port = await freePort();
+    const dir = mkdtempSync(path.join(tmpdir(), `meridian-${name}-`));
+    const creds = { accessKeyId: `key-${name}`, secretAccessKey: randomBytes(12).toString('hex') };
+    const server = s3Server({ region: name, port, dataDir: dir, logFile: path.join(dir, 'log'), ...creds });
+    await server.start();
+    servers.push(server);
+    const driver = new S3Driver({ name, endpoint: `http://127.0.0.1:${port}`, region: 'us-east-1', bucket: BUCKET, ...creds });
+    await driver.ensureBucket();
+    drivers.push(driver);
+    await addLocation(api.services, { name, region: name, endpoint: `http://127.0.0.1:${port}`, bucket: BUCKET, replicateByDefault, credentials: creds });
+    return driver;
+  }
+
+  beforeAll(async () => {
+    api = await startTestApi();
+    workers = await startTestWorkers({ control: true, mirror: false });
+    connection = await Connection.connect({ address: stackInfo().temporalAddress });
+    temporal = new Client({ connection });
+    const user = await createTestUser('backfill');
+    repo = `${user.username}/data`;
+    client = new OciClient({ baseUrl: api.url, authorization: user.authorization });
+  });
+
+  afterAll(async () => {
+    await extraWorkers?.stop();
+    await workers?.stop();
+    await api?.close();
+    for (const d of drivers) d.close();
+    for (const s of servers) await s.stop();
+    await connection?.close();
+    await database.close();
+  });
+
+  async function placementsAt(location: string): Promise<number> {
+    const [row] = await database.db.execute<{ n: number }>(sql`
+      select count(*)::int as n from blob_placements p join storage_locations l on l.id = p.location_id where l.name = ${location}`);
+    return row?.n ?? 0;
+  }
+
+  async function blobsHeldSomewhere(): Promise<number> {
+    const [row] = await database.db.execute<{ n: number }>(sql`select count(distinct blob_id)::int as n from blob_placements`);
+    return row?.n ?? 0;
+  }
+
+  it('backfills every existing blob to a new location once, and a second run copies nothing', async () => {
+    const pushed: string[] = [];
+    for (let i = 0; i < 8; i++) pushed.push(await client.pushBlob(repo, randomBytes(10_000 + i)));
+    // Let the pushes replicate to the three regions first.
+    for (const d of pushed) await temporal.workflow.getHandle(`replicate/${d}`).result().catch(() => undefined);
+
+    const sa = await newRegion('sa-east', true);
+    extraWorkers = await startTestWorkers({ control: false, mirror: false, copyLocations: ['sa-east', 'solo'] });
+    const missingBefore = (await blobsHeldSomewhere()) - (await placementsAt('sa-east'));
+    expect(missingBefore).toBeGreaterThanOrEqual(8);
+
+    const first = await startBackfill(api.services, { location: 'sa-east' });
+    const p1 = (await temporal.workflow.getHandle(first.workflowId).result()) as BackfillProgress;
+    expect(p1.failed).toBe(0);
+    expect(p1.copied).toBe(missingBefore);
+    expect(p1.done).toBe(true);
+    expect(await placementsAt('sa-east')).toBe(await blobsHeldSomewhere());
+    for (const d of pushed) {
+      const h = createHash('sha256');
+      for await (const c of (await sa.read(blobKey('', d))).body) h.update(c as Buffer);
+      expect(`sha256:${h.digest('hex')}`).toBe(d);
+    }
+
+    const second = await startBackfill(api.services, { location: 'sa-east' });
+    const p2 = (await temporal.workflow.getHandle(second.workflowId).result()) as BackfillProgress;
+    expect(p2.copied).toBe(0);
+    expect(p2.queued).toBe(0);
+    expect(p2.scanned).toBeGreaterThanOrEqual(p1.scanned);
+  });
+
+  it('removes a location, leaving every blob with a copy elsewhere and purging its objects', async () => {
+    const before = await blobsHeldSomewhere();
+    const started = await startLocationRemoval(api.services, { name: 'sa-east', purge: true });
+    const result = (await temporal.workflow.getHandle(started.workflowId).result()) as RemoveLocationProgress;
+    expect(result.phase).toBe('done');
+    expect(result.atRisk).toEqual([]);
+    expect(await database.db.select().from(storageLocations).where(eq(storageLocations.name, 'sa-east'))).toEqual([]);
+    expect(await placementsAt('sa-east')).toBe(0);
+    expect(await blobsHeldSomewhere()).toBe(before);
+    expect(await drivers[0]!.list('sha256/')).toEqual([]);
+  });
+
+  it('copies a blob held only by the location before removing it', async () => {
+    await newRegion('solo', false);
+    // A push through an instance that prefers `solo` lands there first.
+    const soloApi = await startTestApi({ MERIDIAN_STORAGE_PREFERENCE: 'solo,us-east' });
+    try {
+      const soloClient = new OciClient({ baseUrl: soloApi.url, authorization: client.opts.authorization });
+      await workers.stop(); // no replication yet: the blob is only in `solo`
+      const digest = await soloClient.pushBlob(repo, randomBytes(5000));
+      workers = await startTestWorkers({ control: true, mirror: false, copyLocations: ['us-east', 'eu-west', 'ap-south'] });
+      const started = await startLocationRemoval(api.services, { name: 'solo' });
+      const result = (await temporal.workflow.getHandle(started.workflowId).result()) as RemoveLocationProgress;
+      expect(result.phase).toBe('done');
+      const [blob] = await database.db.select().from(blobs).where(eq(blobs.digest, digest));
+      const left = await database.db.select().from(blobPlacements).where(eq(blobPlacements.blobId, blob!.id));
+      expect(left.length).toBeGreaterThan(0);
+    } finally {
+      await soloApi.close();
+    }
+  });
+
+  it('refuses to remove a location holding a blob that exists nowhere else and cannot be copied', async () => {
+    const d = await newRegion('broken', false);
+    // A placement whose bytes do not match its digest: no good copy exists anywhere.
+    const claimed = randomBytes(3000);
+    const digest = `sha256:${createHash('sha256').update(claimed).digest('hex')}`;
+    await d.write(blobKey('', digest), randomBytes(3000));
+    const loc = (await database.db.select().from(storageLocations).where(eq(storageLocations.name, 'broken')))[0]!;
+    const [blob] = await database.db.insert(blobs).values({ digest, size: 3000 }).returning();
+    await database.db.insert(blobPlacements).values({ blobId: blob!.id, locationId: loc.id });
+
+    const started = await startLocationRemoval(api.services, { name: 'broken' });
+    const err = await temporal.workflow.getHandle(started.workflowId).result().catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(WorkflowFailedError);
+    const cause = (err as WorkflowFailedError).cause as { type?: string; message: string; details?: unknown[] };
+    expect(cause.type).toBe('BlobsAtRisk');
+    expect(JSON.stringify(cause.details)).toContain(digest);
+    // Nothing was deleted and the location is back in service.
+    const [after] = await database.db.select().from(storageLocations).where(eq(storageLocations.name, 'broken'));
+    expect(after?.state).toBe('active');
+    expect(await placementsAt('broken')).toBe(1);
+  });
+});
