@@ -72,7 +72,7 @@ describe('resumable copies', () => {
     const hash = createHash('sha256');
     const start = await client.fetch(`/v2/${repo}/blobs/uploads/`, { method: 'POST' });
     const location = start.headers.get('location')!;
-    const patch = await client.fetch(location, { method: 'PATCH', body: ReadableStream.from(generated(GiB, hash)) as unknown as BodyInit });
+    const patch = await client.fetch(location, { method: 'PATCH', body: ReadableStream.from(generated(GiB, hash)) as unknown as Blob });
     expect(patch.status).toBe(202);
     const digest = `sha256:${hash.digest('hex')}`;
     const put = await client.fetch(`${patch.headers.get('location')!}?digest=${digest}`, { method: 'PUT' });

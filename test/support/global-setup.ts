@@ -2,73 +2,39 @@
 // server, three S3 servers (us-east, eu-west, ap-south), a throw-away PostgreSQL database and a
 // private Redis key prefix; bundles the workflows once. Tests reach them through inject() and may
 // stop/start a service through the small control server below (to simulate outages).
-import { randomBytes } from 'node:crypto';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { writeFileSync } from 'node:fs';
 import { createServer } from 'node:http';
-import { tmpdir } from 'node:os';
 import path from 'node:path';
-import postgres from 'postgres';
-import { Redis } from 'ioredis';
 import type { TestProject } from 'vitest/node';
-import { applyMigrations, ensureDatabase } from '../../db/migrate.ts';
+import { startEphemeralStack } from '../../devstack/ephemeral.ts';
 import { freePort } from '../../devstack/ports.ts';
-import { devRegions, startLocalStack, type LocalStack } from '../../devstack/stack.ts';
+import type { LocalStack } from '../../devstack/stack.ts';
 import { bundleWorkflows } from '../../workers/bundle.ts';
 import type { StackInfo } from './stack-info.ts';
 
-const BASE_DB = process.env.DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/meridian';
-const REDIS_URL = process.env.REDIS_URL ?? 'redis://127.0.0.1:6379/0';
-const S3_CREDENTIALS = { accessKeyId: 'meridian-test', secretAccessKey: `test-${randomBytes(8).toString('hex')}` };
-
 export default async function setup(project: TestProject) {
-  const runId = `${process.pid}_${randomBytes(3).toString('hex')}`;
-  const dataDir = mkdtempSync(path.join(tmpdir(), 'meridian-test-'));
-  const dbUrl = new URL(BASE_DB);
-  dbUrl.pathname = `/meridian_test_${runId}`;
-  const databaseUrl = dbUrl.toString();
-  const redisKeyPrefix = `meridian-test-${runId}:`;
-
-  const temporalPort = await freePort();
-  const s3Ports = [await freePort(), await freePort(), await freePort()];
-  const regions = devRegions(0).map((r, i) => ({ ...r, port: s3Ports[i]! }));
-
-  const [stack, bundle] = await Promise.all([
-    startLocalStack({ dataDir, logDir: path.join(dataDir, 'logs'), temporalPort, regions, credentials: S3_CREDENTIALS }),
+  const [eph, bundle] = await Promise.all([
+    startEphemeralStack({ name: 'test', registerLocations: false, keepData: !!process.env.MERIDIAN_KEEP_TEST_DATA }),
     bundleWorkflows(),
-    (async () => {
-      await ensureDatabase(databaseUrl);
-      await applyMigrations(databaseUrl);
-    })(),
   ]);
-  const bundlePath = path.join(dataDir, 'workflow-bundle.js');
+  const bundlePath = path.join(eph.dataDir, 'workflow-bundle.js');
   writeFileSync(bundlePath, bundle.code);
-
-  const control = await startControlServer(stack);
+  const control = await startControlServer(eph.stack);
   const info: StackInfo = {
-    databaseUrl,
-    redisUrl: REDIS_URL,
-    redisKeyPrefix,
-    temporalAddress: `127.0.0.1:${temporalPort}`,
-    regions,
-    s3Credentials: S3_CREDENTIALS,
-    dataDir,
+    databaseUrl: eph.databaseUrl,
+    redisUrl: eph.redisUrl,
+    redisKeyPrefix: eph.redisKeyPrefix,
+    temporalAddress: eph.temporalAddress,
+    regions: eph.regions,
+    s3Credentials: eph.s3Credentials,
+    dataDir: eph.dataDir,
     workflowBundlePath: bundlePath,
     controlUrl: control.url,
   };
   project.provide('stack', info);
-
   return async () => {
     await control.close();
-    await stack.stop();
-    const sql = postgres(BASE_DB, { max: 1, onnotice: () => {} });
-    await sql.unsafe(`drop database if exists "meridian_test_${runId}" with (force)`).catch(() => {});
-    await sql.end();
-    const redis = new Redis(REDIS_URL, { lazyConnect: true });
-    await redis.connect().catch(() => {});
-    const keys = await redis.keys(`${redisKeyPrefix}*`).catch(() => [] as string[]);
-    if (keys.length > 0) await redis.del(...keys).catch(() => {});
-    redis.disconnect();
-    if (!process.env.MERIDIAN_KEEP_TEST_DATA) rmSync(dataDir, { recursive: true, force: true });
+    await eph.destroy();
   };
 }
 
