@@ -64,6 +64,27 @@ if ! command -v skopeo >/dev/null 2>&1; then
   fi
 fi
 
+# ---------------------------------------------------------------- native SHA addon
+# Resumable SHA-256/512 at OpenSSL speed (native/sha). Without gcc or OpenSSL headers Meridian
+# falls back to a WebAssembly hasher about five times slower.
+SHA_OUT=native/sha/build/sha.node
+if [[ ! -f $SHA_OUT || native/sha/sha.c -nt $SHA_OUT ]]; then
+  NODE_INC="$(dirname "$(dirname "$(readlink -f "$(command -v node)")")")/include/node"
+  if [[ ! -f /usr/include/openssl/sha.h ]] && [[ $(id -u) == 0 ]]; then
+    apt-get install -y -qq libssl-dev >/dev/null 2>&1 || true
+  fi
+  mkdir -p native/sha/build
+  if command -v gcc >/dev/null && [[ -f "$NODE_INC/node_api.h" ]] &&
+    gcc -O2 -shared -fPIC -Wall -I"$NODE_INC" -o "$SHA_OUT.tmp" native/sha/sha.c -lcrypto 2>".tools/sha.build.log"; then
+    mv "$SHA_OUT.tmp" "$SHA_OUT"
+    say "native SHA addon built"
+  else
+    note "could not build native/sha (see .tools/sha.build.log); using the slower WebAssembly hasher"
+  fi
+else
+  say "native SHA addon up to date"
+fi
+
 # ---------------------------------------------------------------- PostgreSQL and Redis
 DATABASE_URL=${DATABASE_URL:-postgres://postgres@127.0.0.1:5432/meridian}
 REDIS_URL=${REDIS_URL:-redis://127.0.0.1:6379/0}
