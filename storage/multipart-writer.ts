@@ -1,6 +1,8 @@
 // Turns a stream of chunks of any size into S3 multipart parts of a fixed size, uploading up to
-// `maxInFlight` parts at once while the next one fills. Memory stays bounded by
-// (maxInFlight + 1) × partSize whatever the size of the object.
+// `maxInFlight` parts at once while the next one fills. Incoming bytes are copied once into a
+// part buffer taken from a small pool, and buffers go back to the pool when their part is
+// uploaded, so memory stays at (maxInFlight + 1) × partSize whatever the size of the object,
+// with no garbage for the collector to chase.
 import { type CompletedPart, type StorageDriver, DEFAULT_PART_SIZE } from './driver.ts';
 
 /** Part sizes grow with the part number so that S3's 10,000-part limit still allows ~1 TiB:
@@ -28,8 +30,10 @@ export interface MultipartWriterOptions {
 export class MultipartWriter {
   private readonly basePartSize: number;
   private readonly maxInFlight: number;
-  private chunks: Buffer[] = [];
-  private buffered = 0;
+  /** The part being filled and how much of it is. */
+  private current: Buffer | undefined;
+  private filled = 0;
+  private readonly pool: Buffer[] = [];
   private inFlight = new Set<Promise<void>>();
   private failure: unknown;
   private nextPartNumber: number;
@@ -59,27 +63,32 @@ export class MultipartWriter {
 
   /** Bytes accepted but not yet part of an uploaded (or uploading) part. */
   get bufferedBytes(): number {
-    return this.buffered;
+    return this.filled;
   }
 
   async write(chunk: Buffer): Promise<void> {
     if (this.failure) throw this.failure;
-    if (chunk.length === 0) return;
-    this.chunks.push(chunk);
-    this.buffered += chunk.length;
-    while (this.buffered >= this.partSize) {
-      await this.startPart(this.take(this.partSize));
+    let offset = 0;
+    while (offset < chunk.length) {
+      const size = this.partSize;
+      if (!this.current || this.current.length !== size) this.current = this.takeBuffer(size, this.current);
+      const n = chunk.copy(this.current, this.filled, offset);
+      this.filled += n;
+      offset += n;
+      if (this.filled === size) await this.startPart(size);
     }
   }
 
   /** Uploads whatever is buffered as one more part (the last part may be small). */
   async flushRemainder(): Promise<void> {
-    if (this.buffered > 0) await this.startPart(this.take(this.buffered));
+    if (this.filled > 0) await this.startPart(this.filled);
   }
 
   /** Takes the buffered bytes out of the writer (to keep them elsewhere until more arrive). */
   takeBuffered(): Buffer {
-    return this.take(this.buffered);
+    const out = Buffer.from(this.current?.subarray(0, this.filled) ?? Buffer.alloc(0));
+    this.filled = 0;
+    return out;
   }
 
   /** Waits for every started part; returns all parts in order. */
@@ -103,25 +112,25 @@ export class MultipartWriter {
     if (this._uploadId) await this.driver.abortMultipart(this.key, this._uploadId).catch(() => {});
   }
 
-  private take(n: number): Buffer {
-    const all = this.chunks.length === 1 ? this.chunks[0]! : Buffer.concat(this.chunks, this.buffered);
-    const part = all.subarray(0, n);
-    const rest = all.subarray(n);
-    this.chunks = rest.length > 0 ? [rest] : [];
-    this.buffered = rest.length;
-    return part;
+  private takeBuffer(size: number, previous: Buffer | undefined): Buffer {
+    if (previous && this.filled > 0) throw new Error('part size changed with bytes buffered');
+    const i = this.pool.findIndex((b) => b.length === size);
+    return i >= 0 ? this.pool.splice(i, 1)[0]! : Buffer.allocUnsafe(size);
   }
 
-  private async startPart(body: Buffer): Promise<void> {
+  private async startPart(length: number): Promise<void> {
     while (this.inFlight.size >= this.maxInFlight) await Promise.race(this.inFlight);
     if (this.failure) throw this.failure;
+    const buffer = this.current!;
+    const body = buffer.subarray(0, length);
+    this.current = undefined;
+    this.filled = 0;
     if (!this._uploadId) this._uploadId = await this.driver.createMultipart(this.key);
     const partNumber = this.nextPartNumber++;
     this.opts.onCut?.(body, partNumber);
-    const uploadId = this._uploadId;
-    const p = this.driver.uploadPart(this.key, uploadId, partNumber, body).then(
+    const p = this.driver.uploadPart(this.key, this._uploadId, partNumber, body).then(
       (etag) => {
-        const part = { partNumber, etag, size: body.length };
+        const part = { partNumber, etag, size: length };
         this.done.push(part);
         this.opts.onPart?.(part);
       },
@@ -129,7 +138,10 @@ export class MultipartWriter {
         this.failure ??= e;
       },
     );
-    const tracked = p.finally(() => this.inFlight.delete(tracked));
+    const tracked = p.finally(() => {
+      this.inFlight.delete(tracked);
+      if (this.pool.length < this.maxInFlight + 1) this.pool.push(buffer);
+    });
     this.inFlight.add(tracked);
   }
 }
