@@ -12,7 +12,7 @@ import { createResumableHasher, createStreamingHasher, restoreHasher } from '../
 import { readCandidates } from '../registry/placement.ts';
 import { placementAdded, placementsRemoved, recordPlacement } from '../replication/placements.ts';
 import { placementPlan, placementPlans } from '../replication/policy.ts';
-import { type CompletedPart, ObjectExistsError, ObjectNotFoundError, StorageUnavailableError } from '../storage/driver.ts';
+import { type CompletedPart, DEFAULT_PART_SIZE, ObjectExistsError, ObjectNotFoundError, StorageUnavailableError } from '../storage/driver.ts';
 import type { Location } from '../storage/locations.ts';
 import { MultipartWriter } from '../storage/multipart-writer.ts';
 import { blobKey } from '../storage/paths.ts';
@@ -52,6 +52,9 @@ export interface CopyCheckpoint {
   /** Hash state after exactly `offset` bytes, base64. */
   hashState: string;
 }
+
+/** Blobs up to this size are copied with one PUT (held in memory: bounded by the part size). */
+const SINGLE_PUT_MAX = DEFAULT_PART_SIZE;
 
 /** Failure types the workflows treat as final for one target. */
 export const NON_RETRYABLE = {
@@ -119,6 +122,9 @@ export function createReplicationActivities(s: Services) {
       }
       return { bytesTransferred: 0, resumedFrom: 0 };
     }
+
+    // Small blobs: one GET and one PUT, nothing to checkpoint.
+    if (input.size <= SINGLE_PUT_MAX && !checkpoint) return copySmall(source, target, input, sourceKey, key);
 
     let offset = 0;
     let hasher = await createResumableHasher(algorithm);
@@ -213,6 +219,34 @@ export function createReplicationActivities(s: Services) {
       clearInterval(beat);
       ctx.cancellationSignal.removeEventListener('abort', abort);
     }
+  }
+
+  async function copySmall(source: Location, target: Location, input: CopyInput, sourceKey: string, key: string): Promise<{ bytesTransferred: number; resumedFrom: number }> {
+    let read;
+    try {
+      read = await source.driver.read(sourceKey);
+    } catch (e) {
+      if (e instanceof ObjectNotFoundError) throw new SourceRejected('source_missing', `${source.name} has no object for ${input.digest}`);
+      throw e;
+    }
+    if (read.totalSize !== input.size) {
+      read.body.destroy();
+      throw new SourceRejected('size_mismatch', `${source.name} holds ${read.totalSize} bytes for ${input.digest}, expected ${input.size}`);
+    }
+    const chunks: Buffer[] = [];
+    const h = createStreamingHasher(parseDigest(input.digest).algorithm);
+    for await (const c of read.body) {
+      chunks.push(c as Buffer);
+      h.update(c as Buffer);
+    }
+    const actual = h.digest();
+    if (actual !== input.digest) throw new SourceRejected('digest_mismatch', `bytes from ${source.name} hash to ${actual}, not ${input.digest}`);
+    try {
+      await target.driver.write(key, Buffer.concat(chunks, input.size), { ifAbsent: true });
+    } catch (e) {
+      if (!(e instanceof ObjectExistsError)) throw e;
+    }
+    return { bytesTransferred: input.size, resumedFrom: 0 };
   }
 
   return {
