@@ -61,4 +61,5 @@ export const WORKFLOW_IDS = {
   removeLocation: (location: string) => `remove-location/${location}`,
   mirrorSchedule: (repository: string) => `mirror/${repository}`,
   mirrorSync: (repository: string) => `mirror-sync/${repository}`,
+  expireUploadsSchedule: 'maintenance/expire-uploads',
 } as const;

@@ -1,6 +1,7 @@
 // The activities factory: every activity Meridian runs, built from injected dependencies so that
 // tests can give them their own database, storage and clients.
 import type { Services } from '../platform/services.ts';
+import { createMaintenanceActivities } from './maintenance.ts';
 import { createReplicationActivities } from './replication.ts';
 
 export type ActivityDeps = Services;
@@ -8,6 +9,7 @@ export type ActivityDeps = Services;
 export function createActivities(deps: ActivityDeps) {
   return {
     ...createReplicationActivities(deps),
+    ...createMaintenanceActivities(deps),
   };
 }
 

@@ -104,6 +104,8 @@ async function main(): Promise<void> {
     }
     const { bootstrapAdmin } = await import('./bootstrap.ts');
     const admin = await bootstrapAdmin(config);
+    // Said at once: if a later step fails, the generated password is not lost.
+    if (admin.generatedPassword) console.log(`meridian: created superuser admin with password ${admin.generatedPassword} (shown once)`);
 
     const env = { ...keys, MERIDIAN_DEV_S3_ACCESS_KEY: config.devS3.accessKeyId, MERIDIAN_DEV_S3_SECRET_KEY: config.devS3.secretAccessKey };
     const workerLog = (name: string) => async () => readFileSync(path.join(logDir, `${name}.log`), 'utf8').includes('workers running');

@@ -10,6 +10,7 @@ import { OutboxRelay } from '../platform/outbox.ts';
 import { createServices, type Services } from '../platform/services.ts';
 import { copyTaskQueue, TASK_QUEUES, temporalConnection } from '../temporal.config.ts';
 import { WORKFLOWS_PATH } from './bundle.ts';
+import { ensureMaintenanceSchedules } from './schedules.ts';
 
 export interface WorkerOptions {
   /** Run the control worker (workflows, database activities, outbox relay). */
@@ -80,6 +81,12 @@ export async function startWorkers(config: Config, opts: WorkerOptions, services
   const relay = opts.control ? new OutboxRelay(s.db, s.sql, s.temporal.client, s.logger) : undefined;
   await relay?.start();
   const prober = opts.control ? startHealthProber(s) : undefined;
+  if (opts.control) {
+    // Not fatal: Temporal may be down right now; the next start creates it.
+    await ensureMaintenanceSchedules(s.temporal.client).catch((e: unknown) =>
+      s.logger.warn({ err: (e as Error).message }, 'could not create the maintenance schedules'),
+    );
+  }
   const runs = workers.map((w) =>
     w.run().catch((e: unknown) => {
       s.logger.error({ err: e, taskQueue: w.options.taskQueue }, 'worker stopped with an error');
