@@ -203,6 +203,20 @@ describe('geo-replication', () => {
       .toBe(300);
   }, 300_000);
 
+  it('replicates a namespace with its own policy only to the locations it names', async () => {
+    const { setNamespaceReplication } = await import('../replication/namespace-policy.ts');
+    const other = await createTestUser('policy');
+    await setNamespaceReplication(apiUsEast.services, other.username, ['us-east', 'ap-south']);
+    await expect(setNamespaceReplication(apiUsEast.services, other.username, ['mars'])).rejects.toThrow(/unknown location "mars"/);
+    const c = new OciClient({ baseUrl: apiUsEast.url, authorization: other.authorization });
+    const digest = await c.pushBlob(`${other.username}/app`, randomBytes(12_345));
+    const result = await replication(digest);
+    expect(result.state).toBe('complete');
+    expect(result.copies.map((x) => x.target)).toEqual(['ap-south']);
+    expect(await regionsHolding(digest)).toEqual(['ap-south', 'us-east']);
+    expect(await storedHash('eu-west', digest)).toBeNull();
+  });
+
   it('exposes replication metrics', async () => {
     const text = await (await fetch(`${apiUsEast.url}/metrics`)).text();
     expect(text).toMatch(/meridian_replication_copies_total\{source="us-east",target="eu-west"\} \d+/);
