@@ -373,6 +373,12 @@ export const mirrorRuns = pgTable(
     reason: text('reason'),
     tagResults: jsonb('tag_results').$type<{ tag: string; status: string; digest?: string; error?: string }[]>(),
     bytes: bigint('bytes', { mode: 'number' }).notNull().default(0),
+    /** The repository's tags (name → manifest digest) when the run began: what a rollback restores. */
+    tagsBefore: jsonb('tags_before').$type<Record<string, string>>(),
+    /** The upstream tags the run copies (those matching the globs), fixed when it lists them. */
+    plannedTags: text('planned_tags').array(),
+    /** `schedule` (the interval) or `manual` (sync-now). */
+    trigger: text('trigger'),
     startedAt: timestamp('started_at', { withTimezone: true }).notNull().defaultNow(),
     finishedAt: timestamp('finished_at', { withTimezone: true }),
   },
