@@ -43,6 +43,14 @@ export interface Config {
   tokenTtlSeconds: number;
   /** Quay's REPO_MIRROR_ROLLBACK: the default of a mirror config's rollback_on_failure. */
   mirrorRollbackDefault: boolean;
+  /** Upstream hosts (names or CIDRs) a mirror may reach although private or loopback (Quay's SSRF_ALLOWED_HOSTS). */
+  mirrorAllowedHosts: string[];
+  /** Tags of one repository copied at once (Quay copies one at a time). */
+  mirrorTagParallelism: number;
+  /** Requests in flight to one upstream host, across every mirror and worker (a Redis semaphore). */
+  mirrorUpstreamConcurrency: number;
+  /** Attempts at one tag before it counts as failed (transient upstream errors, Retry-After). */
+  mirrorTagAttempts: number;
   /** A name for this instance in logs and metrics. */
   instanceName: string;
   logLevel: string;
@@ -161,6 +169,10 @@ export function loadConfig(env: Env = process.env): Config {
     tokenSigningKey: key(env, 'MERIDIAN_TOKEN_KEY', DEV_TOKEN_KEY, 32),
     tokenTtlSeconds: int(env, 'MERIDIAN_TOKEN_TTL_SECONDS', 300, 30, 86400),
     mirrorRollbackDefault: bool(env, 'MERIDIAN_REPO_MIRROR_ROLLBACK', false),
+    mirrorAllowedHosts: list(env, 'MERIDIAN_MIRROR_ALLOWED_HOSTS', []),
+    mirrorTagParallelism: int(env, 'MERIDIAN_MIRROR_TAG_PARALLELISM', 4, 1, 64),
+    mirrorUpstreamConcurrency: int(env, 'MERIDIAN_MIRROR_UPSTREAM_CONCURRENCY', 8, 1, 256),
+    mirrorTagAttempts: int(env, 'MERIDIAN_MIRROR_TAG_ATTEMPTS', 5, 1, 100),
     instanceName: str(env, 'MERIDIAN_INSTANCE_NAME', storagePreference[0] ?? 'meridian'),
     logLevel: str(env, 'LOG_LEVEL', 'info'),
   };

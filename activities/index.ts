@@ -2,6 +2,7 @@
 // tests can give them their own database, storage and clients.
 import type { Services } from '../platform/services.ts';
 import { createMaintenanceActivities } from './maintenance.ts';
+import { createMirrorActivities } from './mirror.ts';
 import { createReplicationActivities } from './replication.ts';
 
 export type ActivityDeps = Services;
@@ -10,6 +11,7 @@ export function createActivities(deps: ActivityDeps) {
   return {
     ...createReplicationActivities(deps),
     ...createMaintenanceActivities(deps),
+    ...createMirrorActivities(deps),
   };
 }
 

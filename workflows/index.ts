@@ -4,3 +4,4 @@ export * from './replication.ts';
 export * from './backfill.ts';
 export * from './remove-location.ts';
 export * from './maintenance.ts';
+export * from './mirror.ts';

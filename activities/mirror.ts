@@ -1,0 +1,204 @@
+// Mirror activities. Those that read the upstream run on the mirror task queue (network-heavy);
+// the bookkeeping ones run on the control queue. Upstream credentials are opened here, from the
+// database, and never pass through workflow inputs or results (which the Temporal UI shows).
+import { ApplicationFailure, Context } from '@temporalio/activity';
+import type { Services } from '../platform/services.ts';
+import { passwordContext } from '../mirror/config.ts';
+import { BlobFlights, copyTag, type TagResult } from '../mirror/copy.ts';
+import { TagFilter } from '../mirror/globs.ts';
+import { parseReference, UpstreamHostPolicy } from '../mirror/reference.ts';
+import { beginRun, type BeginResult, finishRun, loadRun, pruneTags, recordTagResult, rollbackRun, type RunStatus, type RunSummary, savePlan } from '../mirror/runs.ts';
+import { reconcileMirror, type ReconcileResult } from '../mirror/schedule.ts';
+import { upstreamSemaphore } from '../mirror/semaphore.ts';
+import { UpstreamClient, UpstreamError } from '../mirror/upstream.ts';
+import { deliver, DeliveryError, listSubscriptions, type MirrorEvent } from '../mirror/webhooks.ts';
+import { findRepository } from '../registry/repositories.ts';
+import { ManifestError } from '../registry/manifests.ts';
+
+/** Failure types the sync workflow does not retry. */
+export const MIRROR_FAILURES = {
+  auth: 'UpstreamAuthFailed',
+  refused: 'UpstreamRefused',
+  protocol: 'UpstreamProtocolError',
+  notFound: 'UpstreamNotFound',
+  throttled: 'UpstreamThrottled',
+  runGone: 'MirrorRunGone',
+  webhookRefused: 'WebhookRefused',
+} as const;
+
+export interface MirrorSettings {
+  tagParallelism: number;
+  tagAttempts: number;
+}
+
+export interface PlanResult {
+  tags: string[];
+  /** All tags the upstream has (before the globs). */
+  upstreamTags: number;
+}
+
+/** Upstream errors as Temporal failures: which retry, and after how long. */
+function toFailure(e: unknown): unknown {
+  if (e instanceof UpstreamError) {
+    switch (e.kind) {
+      case 'throttled':
+        // Honour Retry-After (bounded: a day-long Retry-After should not park a worker slot).
+        return ApplicationFailure.create({
+          type: MIRROR_FAILURES.throttled,
+          message: e.message,
+          nextRetryDelay: `${Math.min(Math.max(e.retryAfterSeconds ?? 5, 1), 600)}s`,
+        });
+      case 'auth':
+        return ApplicationFailure.nonRetryable(e.message, MIRROR_FAILURES.auth);
+      case 'refused':
+        return ApplicationFailure.nonRetryable(e.message, MIRROR_FAILURES.refused);
+      case 'protocol':
+        return ApplicationFailure.nonRetryable(e.message, MIRROR_FAILURES.protocol);
+      case 'not_found':
+        return ApplicationFailure.nonRetryable(e.message, MIRROR_FAILURES.notFound);
+      default:
+        return ApplicationFailure.retryable(e.message, 'UpstreamUnavailable');
+    }
+  }
+  if (e instanceof ManifestError) return ApplicationFailure.nonRetryable(`the upstream's manifest was refused: ${e.message}`, MIRROR_FAILURES.protocol);
+  return e;
+}
+
+export function createMirrorActivities(s: Services) {
+  const log = s.logger.child({ component: 'mirror' });
+  const flights = new BlobFlights();
+  const policy = () => new UpstreamHostPolicy(s.config.mirrorAllowedHosts);
+  /** Clients (connections, cached tokens) shared by a run's tag activities in this process. */
+  const clients = new Map<string, { client: UpstreamClient; timer: NodeJS.Timeout }>();
+
+  async function upstreamFor(runRowId: number): Promise<{ client: UpstreamClient; ctx: NonNullable<Awaited<ReturnType<typeof loadRun>>> }> {
+    const ctx = await loadRun(s.db, runRowId);
+    if (!ctx) throw ApplicationFailure.nonRetryable(`mirror run ${runRowId} no longer exists (config deleted)`, MIRROR_FAILURES.runGone);
+    const key = `${ctx.config.id}:${ctx.config.updatedAt.getTime()}`;
+    let entry = clients.get(key);
+    if (!entry) {
+      const password = ctx.config.passwordEnc ? s.secrets.open(ctx.config.passwordEnc, passwordContext(ctx.config.repositoryId)) : null;
+      let reference;
+      try {
+        reference = parseReference(ctx.config.externalReference);
+      } catch (e) {
+        throw ApplicationFailure.nonRetryable((e as Error).message, MIRROR_FAILURES.refused);
+      }
+      const client = new UpstreamClient({
+        reference,
+        username: ctx.config.username,
+        password,
+        verifyTls: ctx.config.verifyTls,
+        proxy: ctx.config.proxy,
+        policy: policy(),
+        limiter: upstreamSemaphore(s.redis, reference.apiAuthority.toLowerCase(), s.config.mirrorUpstreamConcurrency, log),
+      });
+      entry = { client, timer: setTimeout(() => {}, 0) };
+      clients.set(key, entry);
+    }
+    clearTimeout(entry.timer);
+    const e = entry;
+    e.timer = setTimeout(() => {
+      clients.delete(key);
+      void e.client.close();
+    }, 120_000);
+    e.timer.unref();
+    return { client: entry.client, ctx };
+  }
+
+  return {
+    /** Brings the repository's schedule and running sync in step with its mirror row. */
+    async reconcileMirrorState(input: { repository: string }): Promise<ReconcileResult> {
+      return reconcileMirror({ db: s.db, client: s.temporal.client, logger: log }, input.repository);
+    },
+
+    async beginMirrorRun(input: { repository: string; workflowId: string; runId: string }): Promise<BeginResult & { settings: MirrorSettings }> {
+      const begun = await beginRun(s.db, input);
+      return { ...begun, settings: { tagParallelism: s.config.mirrorTagParallelism, tagAttempts: s.config.mirrorTagAttempts } };
+    },
+
+    /** Lists the upstream's tags (every page) and keeps those matching the globs. */
+    async planMirrorRun(input: { runRowId: number }): Promise<PlanResult> {
+      const { client, ctx } = await upstreamFor(input.runRowId);
+      try {
+        const all = await client.listTags(Context.current().cancellationSignal);
+        const tags = new TagFilter(ctx.config.tagGlobs).filter(all).sort();
+        await savePlan(s.db, input.runRowId, tags);
+        log.info({ repository: ctx.repo.fullName, upstream: ctx.config.externalReference, upstreamTags: all.length, matching: tags.length }, 'mirror run planned');
+        return { tags, upstreamTags: all.length };
+      } catch (e) {
+        throw toFailure(e);
+      }
+    },
+
+    async loadMirrorPlan(input: { runRowId: number }): Promise<string[]> {
+      const ctx = await loadRun(s.db, input.runRowId);
+      return ctx?.run.plannedTags ?? [];
+    },
+
+    /** Copies one tag; records its outcome on the run when it succeeds. */
+    async mirrorTag(input: { runRowId: number; tag: string }): Promise<TagResult> {
+      const { client, ctx } = await upstreamFor(input.runRowId);
+      const actx = Context.current();
+      try {
+        const result = await copyTag(
+          { s, repo: ctx.repo, upstream: client, heartbeat: () => actx.heartbeat(), signal: actx.cancellationSignal, flights },
+          input.tag,
+        );
+        await recordTagResult(s.db, input.runRowId, result);
+        return result;
+      } catch (e) {
+        if (actx.cancellationSignal.aborted) throw e;
+        log.warn({ repository: ctx.repo.fullName, tag: input.tag, err: (e as Error).message, attempt: actx.info.attempt }, 'mirror tag attempt failed');
+        throw toFailure(e);
+      }
+    },
+
+    async recordMirrorTagFailure(input: { runRowId: number; tag: string; error: string }): Promise<void> {
+      await recordTagResult(s.db, input.runRowId, { tag: input.tag, status: 'failed', error: input.error.slice(0, 1000) });
+    },
+
+    async pruneMirrorTags(input: { runRowId: number }): Promise<string[]> {
+      return pruneTags(s.db, input.runRowId);
+    },
+
+    async rollbackMirrorRun(input: { runRowId: number }): Promise<{ restored: number; removed: number; missing: string[] }> {
+      const r = await rollbackRun(s.db, input.runRowId);
+      log.info({ runRowId: input.runRowId, ...r }, 'mirror run rolled back');
+      return r;
+    },
+
+    async finishMirrorRun(input: { runRowId: number; status: RunStatus; reason: string | null }): Promise<RunSummary | undefined> {
+      const summary = await finishRun(s.db, input.runRowId, input.status, input.reason);
+      if (summary) {
+        log.info(
+          { repository: summary.repository, status: summary.status, reason: summary.reason, bytes: summary.bytes, seconds: summary.durationSeconds, counts: summary.counts },
+          'mirror run finished',
+        );
+      }
+      return summary;
+    },
+
+    /** Subscriptions of the repository to `event`. */
+    async mirrorWebhookTargets(input: { repository: string; event: MirrorEvent }): Promise<string[]> {
+      const repo = await findRepository(s.db, input.repository);
+      if (!repo) return [];
+      return (await listSubscriptions(s.db, repo.id, input.event)).map((r) => r.id);
+    },
+
+    /** One delivery attempt; Temporal retries it. */
+    async deliverMirrorWebhook(input: { subscriptionId: string; event: MirrorEvent; deliveryId: string; payload: unknown }): Promise<string> {
+      try {
+        const r = await deliver({ db: s.db, secrets: s.secrets, policy: policy() }, input, Context.current().cancellationSignal);
+        return 'status' in r ? `delivered (${r.status})` : `skipped: ${r.skipped}`;
+      } catch (e) {
+        if (e instanceof DeliveryError) {
+          log.warn({ subscription: input.subscriptionId, event: input.event, err: e.message }, 'webhook delivery failed');
+          if (!e.retryable) throw ApplicationFailure.nonRetryable(e.message, MIRROR_FAILURES.webhookRefused);
+          throw ApplicationFailure.retryable(e.message, 'WebhookUnavailable');
+        }
+        throw e;
+      }
+    },
+  };
+}

@@ -1,0 +1,249 @@
+// Copying one upstream tag into the local repository: its manifest (an index with every platform
+// manifest it lists), every blob they need that the repository does not have yet (streamed into
+// this instance's preferred location, digest verified, replication intent written as for a push),
+// and the referrers (signatures, SBOMs) the upstream lists for them. The manifests and the tag
+// are written in one transaction at the end, so a tag is either moved to the complete new image
+// or not at all.
+//
+// A blob is fetched once per repository even when several tags copied at the same time need it
+// (an in-process single flight plus a Redis lock across workers). A blob is skipped only when
+// this repository already has it: linking a blob that another repository holds, on the word of
+// an upstream's manifest, would let a mirror of a crafted upstream read any private layer whose
+// digest it knows. (When the bytes are already in storage, putBlob hashes them and stores nothing.)
+import { Transform } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
+import type { Services } from '../platform/services.ts';
+import { linkedBlob } from '../registry/blobs.ts';
+import { type Descriptor, manifestByDigest, manifestByTag, parseManifest, type ParsedManifest, putManifest } from '../registry/manifests.ts';
+import type { Repository } from '../registry/repositories.ts';
+import { putBlobToPreferred } from '../registry/uploads.ts';
+import { UpstreamError, type UpstreamClient } from './upstream.ts';
+
+export type TagOutcome = 'synced' | 'unchanged' | 'gone' | 'failed' | 'deleted';
+
+export interface TagResult {
+  tag: string;
+  status: TagOutcome;
+  digest?: string;
+  /** Bytes read from the upstream for this tag (blobs and manifests). */
+  bytes?: number;
+  error?: string;
+}
+
+export interface CopyContext {
+  s: Services;
+  repo: Repository;
+  upstream: UpstreamClient;
+  /** Called as bytes flow and between steps (Temporal heartbeats). */
+  heartbeat: () => void;
+  signal?: AbortSignal;
+  flights: BlobFlights;
+}
+
+/** Layers that live outside registries (foreign, non-distributable) are not copied, as on push. */
+function mustCopy(d: Descriptor): boolean {
+  return !(d.urls && d.urls.length > 0) && !/nondistributable|foreign/.test(d.mediaType);
+}
+
+/** Within one process: concurrent copies of the same blob into the same repository share one fetch. */
+export class BlobFlights {
+  private readonly inFlight = new Map<string, Promise<number>>();
+
+  run(key: string, fn: () => Promise<number>): Promise<number> {
+    const existing = this.inFlight.get(key);
+    // A waiter reads nothing from the upstream itself.
+    if (existing) return existing.then(() => 0);
+    const p = fn().finally(() => this.inFlight.delete(key));
+    this.inFlight.set(key, p);
+    return p;
+  }
+}
+
+const LOCK_TTL_MS = 60_000;
+
+async function sleep(ms: number, signal?: AbortSignal): Promise<void> {
+  await new Promise<void>((resolve, reject) => {
+    const t = setTimeout(resolve, ms);
+    signal?.addEventListener('abort', () => (clearTimeout(t), reject(signal.reason)), { once: true });
+  });
+}
+
+/** Across processes: a Redis lock per (repository, blob). Without Redis, each process fetches. */
+async function withBlobLock(c: CopyContext, digest: string, fetch: () => Promise<number>): Promise<number> {
+  const key = `mirror:blob:${c.repo.id}:${digest}`;
+  const owner = `${process.pid}:${Math.random()}`;
+  for (;;) {
+    let acquired: boolean;
+    try {
+      acquired = (await c.s.redis.set(key, owner, 'PX', LOCK_TTL_MS, 'NX')) === 'OK';
+    } catch {
+      return fetch();
+    }
+    if (acquired) break;
+    // Someone else is fetching it: wait until it is linked here or their lock goes away.
+    await sleep(250, c.signal);
+    c.heartbeat();
+    if (await linkedBlob(c.s.db, c.repo.id, digest)) return 0;
+  }
+  const renew = setInterval(() => c.s.redis.pexpire(key, LOCK_TTL_MS).catch(() => {}), LOCK_TTL_MS / 3);
+  try {
+    if (await linkedBlob(c.s.db, c.repo.id, digest)) return 0;
+    return await fetch();
+  } finally {
+    clearInterval(renew);
+    // Only our own lock; a lock that expired and was taken over stays with its new owner.
+    await c.s.redis.eval(`if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0`, 1, key, owner).catch(() => {});
+  }
+}
+
+/** Streams one blob from the upstream into the preferred location. Returns bytes read. */
+export async function copyBlob(c: CopyContext, d: Descriptor): Promise<number> {
+  if (!mustCopy(d)) return 0;
+  if (await linkedBlob(c.s.db, c.repo.id, d.digest)) return 0;
+  return c.flights.run(`${c.repo.id}:${d.digest}`, () =>
+    withBlobLock(c, d.digest, async () => {
+      const blob = await c.upstream.getBlob(d.digest, c.signal);
+      if (blob.size !== undefined && blob.size !== d.size) {
+        blob.body.destroy();
+        throw new UpstreamError('protocol', `blob ${d.digest} is ${blob.size} bytes upstream, the manifest says ${d.size}`);
+      }
+      let bytes = 0;
+      const meter = new Transform({
+        transform(chunk: Buffer, _enc, cb) {
+          bytes += chunk.length;
+          c.heartbeat();
+          cb(null, chunk);
+        },
+      });
+      // putBlob verifies the digest and the size before the blob becomes visible; an upstream
+      // that fails mid-stream destroys the meter, which fails putBlob (and aborts its upload).
+      const piping = pipeline(blob.body, meter).then(
+        () => undefined,
+        (e: unknown) => e,
+      );
+      try {
+        await putBlobToPreferred(c.s, c.repo, d.digest, meter, d.size);
+      } catch (e) {
+        blob.body.destroy();
+        meter.destroy();
+        await piping;
+        throw e;
+      }
+      const pipeError = await piping;
+      if (pipeError) throw pipeError;
+      c.heartbeat();
+      return bytes;
+    }),
+  );
+}
+
+/** Copies blobs a few at a time (the host semaphore bounds the total). */
+async function copyBlobs(c: CopyContext, descriptors: Descriptor[]): Promise<number> {
+  const unique = [...new Map(descriptors.map((d) => [d.digest, d])).values()];
+  let total = 0;
+  let next = 0;
+  const worker = async () => {
+    while (next < unique.length) {
+      const d = unique[next++]!;
+      total += await copyBlob(c, d);
+    }
+  };
+  await Promise.all(Array.from({ length: Math.min(3, unique.length) }, worker));
+  return total;
+}
+
+interface Staged {
+  bytes: Buffer;
+  mediaType: string;
+  digest: string;
+}
+
+function parseUpstream(bytes: Buffer, mediaType: string, what: string): ParsedManifest {
+  try {
+    return parseManifest(bytes, mediaType || undefined);
+  } catch (e) {
+    throw new UpstreamError('protocol', `${what}: ${(e as Error).message}`);
+  }
+}
+
+/**
+ * Fetches a manifest's dependencies (blobs; for an index its child manifests, recursively) and
+ * returns the manifests to store, children before parents. Manifests the repository already has
+ * are not fetched again.
+ */
+async function stage(c: CopyContext, m: Staged, out: Staged[], depth: number, counter: { bytes: number }): Promise<void> {
+  const parsed = parseUpstream(m.bytes, m.mediaType, `manifest ${m.digest}`);
+  counter.bytes += m.bytes.length;
+  if (parsed.kind === 'image') {
+    counter.bytes += await copyBlobs(c, parsed.blobs);
+  } else {
+    if (depth > 3) throw new UpstreamError('protocol', `manifest ${m.digest}: indexes nested too deeply`);
+    for (const child of parsed.children) {
+      c.heartbeat();
+      if (await manifestByDigest(c.s.db, c.repo.id, child.digest)) continue;
+      if (out.some((s) => s.digest === child.digest)) continue;
+      const fetched = await c.upstream.getManifest(child.digest, child.digest, c.signal);
+      await stage(c, fetched, out, depth + 1, counter);
+    }
+  }
+  out.push(m);
+}
+
+/** Copies what refers to `subjects` (and what refers to those, two levels), untagged. */
+async function copyReferrers(c: CopyContext, subjects: string[], counter: { bytes: number }, depth = 0): Promise<void> {
+  if (depth > 1) return;
+  for (const subject of subjects) {
+    const refs = await c.upstream.referrers(subject, c.signal);
+    // No referrers API upstream: nothing more to ask for.
+    if (refs === undefined) return;
+    const copied: string[] = [];
+    for (const r of refs) {
+      c.heartbeat();
+      if (await manifestByDigest(c.s.db, c.repo.id, r.digest)) continue;
+      const fetched = await c.upstream.getManifest(r.digest, r.digest, c.signal);
+      const staged: Staged[] = [];
+      await stage(c, fetched, staged, 0, counter);
+      await c.s.db.transaction(async (tx) => {
+        for (const s of staged) await putManifest(tx, c.repo, { bytes: s.bytes, contentType: s.mediaType || undefined, digestReference: s.digest, tags: [] });
+      });
+      copied.push(r.digest);
+    }
+    if (copied.length) await copyReferrers(c, copied, counter, depth + 1);
+  }
+}
+
+/**
+ * Brings one tag in step with the upstream. `unchanged` when the local tag already points at the
+ * upstream's digest (a HEAD tells); `gone` when the upstream no longer has the tag.
+ */
+export async function copyTag(c: CopyContext, tag: string): Promise<TagResult> {
+  const local = await manifestByTag(c.s.db, c.repo.id, tag);
+  const head = await c.upstream.headManifest(tag, c.signal);
+  if (!head) return { tag, status: 'gone' };
+  if (local && head.digest && head.digest === local.digest) return { tag, status: 'unchanged', digest: local.digest, bytes: 0 };
+  c.heartbeat();
+  let top;
+  try {
+    top = await c.upstream.getManifest(tag, head.digest, c.signal);
+  } catch (e) {
+    if (e instanceof UpstreamError && e.kind === 'not_found') return { tag, status: 'gone' };
+    throw e;
+  }
+  const counter = { bytes: 0 };
+  const staged: Staged[] = [];
+  await stage(c, top, staged, 0, counter);
+  c.heartbeat();
+  await c.s.db.transaction(async (tx) => {
+    for (const s of staged) {
+      await putManifest(tx, c.repo, {
+        bytes: s.bytes,
+        contentType: s.mediaType || undefined,
+        digestReference: s.digest,
+        tags: s.digest === top.digest ? [tag] : [],
+      });
+    }
+  });
+  // The referrers of the image and of each platform manifest.
+  await copyReferrers(c, [...new Set(staged.map((s) => s.digest))], counter);
+  return { tag, status: 'synced', digest: top.digest, bytes: counter.bytes };
+}

@@ -1,0 +1,303 @@
+// Repository mirroring workflows.
+//
+// mirrorSync: started by the repository's Temporal Schedule (`mirror/<repo>`, overlap SKIP) on
+// its interval, or at once by a trigger for sync-now. It claims the mirror, lists the upstream's
+// tags, keeps those matching the globs, copies them a few at a time on the mirror task queue,
+// deletes local tags that no longer match (or vanished upstream), and records the outcome: on
+// the mirror_runs row, on the config (sync_status, retries), and on itself (search attributes
+// MeridianRepository, MeridianUpstream, MeridianState; a readable summary in the UI). With
+// rollback_on_failure a failed or cancelled run puts the tags back exactly as they were; without
+// it the tags that synced stay. Long tag lists continue-as-new every few hundred tags.
+//
+// reconcileMirror: started through the outbox by every change to a mirror row; brings the
+// schedule (and a queued or cancelled sync) in step with the row.
+//
+// deliverMirrorNotification: one webhook delivery with retries, as an abandoned child so a slow
+// receiver never holds up (or is cancelled with) the sync.
+import {
+  ActivityFailure,
+  ApplicationFailure,
+  CancellationScope,
+  continueAsNew,
+  isCancellation,
+  ParentClosePolicy,
+  proxyActivities,
+  setCurrentDetails,
+  startChild,
+  upsertSearchAttributes,
+  uuid4,
+  workflowInfo,
+} from '@temporalio/workflow';
+import type * as activities from '../activities/mirror.ts';
+import { SEARCH_ATTRIBUTES, TASK_QUEUES } from '../temporal.config.ts';
+
+type Activities = ReturnType<typeof activities.createMirrorActivities>;
+type TagResult = Awaited<ReturnType<Activities['mirrorTag']>>;
+type RunSummary = NonNullable<Awaited<ReturnType<Activities['finishMirrorRun']>>>;
+type MirrorEvent = 'repo_mirror_sync_started' | 'repo_mirror_sync_success' | 'repo_mirror_sync_failed';
+
+/** Bookkeeping in the database: retried for as long as it takes (PostgreSQL may be restarting). */
+const control = proxyActivities<Activities>({
+  startToCloseTimeout: '1 minute',
+  retry: { initialInterval: '1 second', backoffCoefficient: 2, maximumInterval: '30 seconds' },
+});
+
+const NON_RETRYABLE = ['UpstreamAuthFailed', 'UpstreamRefused', 'UpstreamProtocolError', 'UpstreamNotFound', 'MirrorRunGone'];
+
+function upstreamActivities(attempts: number) {
+  return proxyActivities<Activities>({
+    taskQueue: TASK_QUEUES.mirror,
+    startToCloseTimeout: '2 hours',
+    // The activities heartbeat while they work: a dead worker is noticed in a minute, and a
+    // cancel reaches a running copy.
+    heartbeatTimeout: '1 minute',
+    retry: { initialInterval: '1 second', backoffCoefficient: 2, maximumInterval: '30 seconds', maximumAttempts: attempts, nonRetryableErrorTypes: NON_RETRYABLE },
+  });
+}
+
+const notify = proxyActivities<Activities>({
+  startToCloseTimeout: '30 seconds',
+  retry: { initialInterval: '2 seconds', backoffCoefficient: 2, maximumInterval: '5 minutes', maximumAttempts: 10, nonRetryableErrorTypes: ['WebhookRefused'] },
+});
+
+/** Tags handled by one workflow run before it continues as new (keeps the history small). */
+const TAGS_PER_RUN = 300;
+
+export interface MirrorSyncInput {
+  repository: string;
+  /** Set when a long run continues as new. */
+  resume?: MirrorSyncResume;
+}
+
+interface MirrorSyncResume {
+  runRowId: number;
+  upstream: string;
+  externalReference: string;
+  rollbackOnFailure: boolean;
+  settings: { tagParallelism: number; tagAttempts: number };
+  next: number;
+  total: number;
+  done: number;
+  failed: number;
+  firstError: string | null;
+}
+
+export type MirrorSyncResult =
+  | { status: 'SKIPPED'; reason: string }
+  | { status: 'SUCCESS' | 'FAIL' | 'CANCEL'; reason: string | null; summary: RunSummary | undefined };
+
+function reasonOf(e: unknown): string {
+  if (e instanceof ActivityFailure && e.cause instanceof ApplicationFailure) return e.cause.message ?? String(e.cause);
+  if (e instanceof ActivityFailure && e.cause) return e.cause.message;
+  return e instanceof Error ? e.message : String(e);
+}
+
+export async function deliverMirrorNotification(input: { subscriptionId: string; event: MirrorEvent; deliveryId: string; payload: unknown }): Promise<string> {
+  return notify.deliverMirrorWebhook(input);
+}
+
+/** Starts one delivery per subscription of the repository to `event` (fire and forget). */
+async function announce(repository: string, event: MirrorEvent, payload: Record<string, unknown>): Promise<void> {
+  try {
+    const targets = await control.mirrorWebhookTargets({ repository, event });
+    for (const subscriptionId of targets) {
+      const deliveryId = uuid4();
+      await startChild(deliverMirrorNotification, {
+        workflowId: `mirror-notify/${deliveryId}`,
+        taskQueue: TASK_QUEUES.control,
+        args: [{ subscriptionId, event, deliveryId, payload: { event, delivery_id: deliveryId, ...payload } }],
+        parentClosePolicy: ParentClosePolicy.ABANDON,
+      });
+    }
+  } catch (e) {
+    if (isCancellation(e)) throw e;
+    // A notification problem never fails the sync.
+  }
+}
+
+function eventPayload(repository: string, externalReference: string, extra: Record<string, unknown>): Record<string, unknown> {
+  const slash = repository.indexOf('/');
+  return {
+    repository,
+    namespace: repository.slice(0, slash),
+    name: repository.slice(slash + 1),
+    external_reference: externalReference,
+    ...extra,
+  };
+}
+
+export async function reconcileMirror(input: { repository: string }): Promise<unknown> {
+  return control.reconcileMirrorState(input);
+}
+
+export async function mirrorSync(input: MirrorSyncInput): Promise<MirrorSyncResult> {
+  const info = workflowInfo();
+  let state: MirrorSyncResume;
+  if (input.resume) {
+    state = input.resume;
+  } else {
+    const begun = await control.beginMirrorRun({ repository: input.repository, workflowId: info.workflowId, runId: info.firstExecutionRunId });
+    if (begun.kind === 'skipped') {
+      upsertSearchAttributes([
+        { key: SEARCH_ATTRIBUTES.repository, value: input.repository },
+        { key: SEARCH_ATTRIBUTES.state, value: 'SKIPPED' },
+      ]);
+      setCurrentDetails(`**${input.repository}**: skipped — ${begun.reason}`);
+      // The config is gone (e.g. its repository was deleted): remove the schedule that started us.
+      if (begun.configMissing) await control.reconcileMirrorState({ repository: input.repository });
+      return { status: 'SKIPPED', reason: begun.reason };
+    }
+    state = {
+      runRowId: begun.runRowId,
+      upstream: begun.upstreamHost,
+      externalReference: begun.externalReference,
+      rollbackOnFailure: begun.rollbackOnFailure,
+      settings: begun.settings,
+      next: 0,
+      total: 0,
+      done: 0,
+      failed: 0,
+      firstError: null,
+    };
+  }
+  const upstream = upstreamActivities(state.settings.tagAttempts);
+  let bytes = 0;
+  const show = (phase: string) => {
+    upsertSearchAttributes([
+      { key: SEARCH_ATTRIBUTES.repository, value: input.repository },
+      { key: SEARCH_ATTRIBUTES.upstream, value: state.upstream },
+      { key: SEARCH_ATTRIBUTES.state, value: phase },
+      { key: SEARCH_ATTRIBUTES.progressDone, value: state.done },
+      { key: SEARCH_ATTRIBUTES.progressFailed, value: state.failed },
+    ]);
+    setCurrentDetails(
+      [
+        `**${input.repository}** ← ${state.externalReference}`,
+        `- state: ${phase}`,
+        `- tags: ${state.done} done, ${state.failed} failed, of ${state.total}`,
+        `- on failure: ${state.rollbackOnFailure ? 'roll back to the tags before the run' : 'keep what synced (best effort)'}`,
+        ...(state.firstError ? [`- first error: ${state.firstError}`] : []),
+      ].join('\n'),
+    );
+  };
+
+  let status: 'SUCCESS' | 'FAIL' | 'CANCEL' = 'SUCCESS';
+  let reason: string | null = null;
+  let tags: string[] = [];
+  let continueNow = false;
+  try {
+    if (!input.resume) {
+      show('SYNCING');
+      await announce(input.repository, 'repo_mirror_sync_started', eventPayload(input.repository, state.externalReference, { message: `Mirror sync of ${input.repository} started` }));
+      try {
+        tags = (await upstream.planMirrorRun({ runRowId: state.runRowId })).tags;
+      } catch (e) {
+        if (isCancellation(e)) throw e;
+        throw ApplicationFailure.nonRetryable(`could not list the upstream's tags: ${reasonOf(e)}`, 'PlanFailed');
+      }
+      state.total = tags.length;
+    } else {
+      tags = await control.loadMirrorPlan({ runRowId: state.runRowId });
+    }
+    show('SYNCING');
+
+    // Bounded parallelism; with rollback the first failed tag stops new ones (the run will be undone).
+    const stopAt = Math.min(tags.length, state.next + TAGS_PER_RUN);
+    let stop = false;
+    const worker = async () => {
+      while (!stop && state.next < stopAt) {
+        const tag = tags[state.next++]!;
+        try {
+          const r: TagResult = await upstream.mirrorTag({ runRowId: state.runRowId, tag });
+          bytes += r.bytes ?? 0;
+          state.done++;
+        } catch (e) {
+          if (isCancellation(e)) throw e;
+          state.failed++;
+          const why = reasonOf(e);
+          state.firstError ??= `${tag}: ${why}`;
+          await control.recordMirrorTagFailure({ runRowId: state.runRowId, tag, error: why });
+          if (state.rollbackOnFailure) stop = true;
+        }
+        show('SYNCING');
+      }
+    };
+    await Promise.all(Array.from({ length: Math.max(1, state.settings.tagParallelism) }, worker));
+
+    if (!stop && state.next < tags.length) {
+      continueNow = true;
+    } else if (state.failed > 0) {
+      status = 'FAIL';
+      reason = `${state.failed} of ${state.total} tags failed; first: ${state.firstError}`;
+    }
+    if (!continueNow && (status === 'SUCCESS' || !state.rollbackOnFailure)) {
+      try {
+        await control.pruneMirrorTags({ runRowId: state.runRowId });
+      } catch (e) {
+        if (isCancellation(e)) throw e;
+        status = 'FAIL';
+        reason ??= `could not delete tags that no longer match: ${reasonOf(e)}`;
+      }
+    }
+  } catch (e) {
+    if (isCancellation(e)) {
+      status = 'CANCEL';
+      reason = 'cancelled';
+    } else {
+      status = 'FAIL';
+      reason = reasonOf(e);
+      state.firstError ??= reason;
+    }
+  }
+
+  if (continueNow && status === 'SUCCESS') {
+    // More tags than one run should hold in its history: carry on in a fresh run.
+    await continueAsNew<typeof mirrorSync>({ repository: input.repository, resume: state });
+  }
+
+  // Whatever happened above, the bookkeeping runs to the end (also after a cancel).
+  return CancellationScope.nonCancellable(async () => {
+    if (status !== 'SUCCESS' && state.rollbackOnFailure) {
+      show('ROLLING_BACK');
+      const r = await control.rollbackMirrorRun({ runRowId: state.runRowId });
+      reason = `${reason ?? status}; rolled back (${r.restored} tags restored, ${r.removed} removed${r.missing.length ? `, ${r.missing.length} could not be restored` : ''})`;
+    }
+    const summary = await control.finishMirrorRun({ runRowId: state.runRowId, status, reason });
+    show(status);
+    upsertSearchAttributes([{ key: SEARCH_ATTRIBUTES.bytes, value: summary?.bytes ?? bytes }]);
+    setCurrentDetails(
+      [
+        `**${input.repository}** ← ${state.externalReference}: **${status}**`,
+        ...(reason ? [`- ${reason}`] : []),
+        `- tags: ${Object.entries(summary?.counts ?? {})
+          .map(([k, v]) => `${v} ${k}`)
+          .join(', ') || 'none'}`,
+        `- ${summary?.bytes ?? bytes} bytes in ${summary?.durationSeconds ?? '?'} s`,
+      ].join('\n'),
+    );
+    if (status !== 'CANCEL' && summary) {
+      const event: MirrorEvent = status === 'SUCCESS' ? 'repo_mirror_sync_success' : 'repo_mirror_sync_failed';
+      await announce(
+        input.repository,
+        event,
+        eventPayload(input.repository, state.externalReference, {
+          message: status === 'SUCCESS' ? `Mirror sync of ${input.repository} succeeded` : `Mirror sync of ${input.repository} failed: ${reason}`,
+          status,
+          reason,
+          run: {
+            id: summary.runRowId,
+            workflow_id: info.workflowId,
+            trigger: summary.trigger,
+            started: summary.startedAt,
+            finished: summary.finishedAt,
+            duration_seconds: summary.durationSeconds,
+            bytes: summary.bytes,
+            counts: summary.counts,
+          },
+          tags: summary.tags.filter((t) => t.status === 'synced' || t.status === 'unchanged').map((t) => t.tag),
+        }),
+      );
+    }
+    return { status, reason, summary };
+  });
+}
