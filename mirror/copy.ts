@@ -14,7 +14,7 @@ import { Transform } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import type { Services } from '../platform/services.ts';
 import { linkedBlob } from '../registry/blobs.ts';
-import { type Descriptor, manifestByDigest, manifestByTag, parseManifest, type ParsedManifest, putManifest } from '../registry/manifests.ts';
+import { type Descriptor, manifestByDigest, manifestByTag, parseManifest, type ParsedManifest, putManifest, setTag } from '../registry/manifests.ts';
 import type { Repository } from '../registry/repositories.ts';
 import { putBlobToPreferred } from '../registry/uploads.ts';
 import { UpstreamError, type UpstreamClient } from './upstream.ts';
@@ -235,15 +235,16 @@ export async function copyTag(c: CopyContext, tag: string): Promise<TagResult> {
   c.heartbeat();
   await c.s.db.transaction(async (tx) => {
     for (const s of staged) {
-      await putManifest(tx, c.repo, {
-        bytes: s.bytes,
-        contentType: s.mediaType || undefined,
-        digestReference: s.digest,
-        tags: s.digest === top.digest ? [tag] : [],
-      });
+      await putManifest(tx, c.repo, { bytes: s.bytes, contentType: s.mediaType || undefined, digestReference: s.digest, tags: [] });
     }
   });
-  // The referrers of the image and of each platform manifest.
+  // The referrers of the image and of each platform manifest, before the tag moves: a tag
+  // points at a complete image or keeps its old one.
   await copyReferrers(c, [...new Set(staged.map((s) => s.digest))], counter);
+  await c.s.db.transaction(async (tx) => {
+    const m = await manifestByDigest(tx, c.repo.id, top.digest);
+    if (!m) throw new Error(`manifest ${top.digest} vanished while ${tag} was being copied`);
+    await setTag(tx, c.repo.id, tag, m.id);
+  });
   return { tag, status: 'synced', digest: top.digest, bytes: counter.bytes };
 }

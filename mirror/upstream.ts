@@ -237,6 +237,7 @@ export class UpstreamClient {
   /** The kind of authentication the upstream asked for last, so later requests send it up front. */
   private challenge: Challenge | undefined;
   private readonly pullScope: string;
+  private referrersSupported: boolean | undefined;
   /** Requests made, by kind, for tests and run statistics. */
   readonly requests = { manifest: 0, blob: 0, tags: 0, token: 0, referrers: 0 };
 
@@ -531,7 +532,9 @@ export class UpstreamClient {
    * Undefined when the upstream does not implement it (404 on the endpoint).
    */
   async referrers(digest: string, signal?: AbortSignal): Promise<{ mediaType: string; digest: string; size: number }[] | undefined> {
-    return this.limited(signal, async () => {
+    // Asked once per client: an upstream without the API does not grow one mid-run.
+    if (this.referrersSupported === false) return undefined;
+    const result = await this.limited(signal, async () => {
       this.requests.referrers++;
       let r: Response;
       try {
@@ -561,5 +564,7 @@ export class UpstreamClient {
           typeof m === 'object' && m !== null && typeof m.digest === 'string' && typeof m.mediaType === 'string' && typeof m.size === 'number',
       );
     });
+    this.referrersSupported = result !== undefined;
+    return result;
   }
 }

@@ -61,6 +61,8 @@ describe('repository mirroring against a distribution registry', () => {
     await new Promise<void>((r) => (hooks.server ? hooks.server.close(() => r()) : r()));
   });
 
+  let main: { f: Awaited<ReturnType<typeof mirrorFixture>>; configId: number };
+
   it('mirrors exactly the tags matching ["v1.*", "latest"], digests identical, the shared layer fetched once', async () => {
     const s = workers.services;
     const f = await mirrorFixture(s);
@@ -89,11 +91,120 @@ describe('repository mirroring against a distribution registry', () => {
     const sharedGets = upstream.requests.slice(before).filter((r) => r.method === 'GET' && r.path.endsWith(`/blobs/${filled.sharedLayer}`));
     expect(sharedGets).toHaveLength(1);
 
+    main = { f, configId: cfg.id };
     const after = await mirrorConfigOf(s, f.repo.id);
     expect(after.syncStatus).toBe('SUCCESS');
     expect(after.syncRetriesRemaining).toBe(3);
     expect(after.syncExpirationDate).toBeNull();
     expect(run.bytes).toBeGreaterThan(64 * 1024);
     expect(run.tagResults?.filter((t) => t.status === 'synced').map((t) => t.tag).sort()).toEqual(expected);
+  });
+
+  it('a second sync copies nothing new; changed globs and tags gone upstream are deleted locally', async () => {
+    const s = workers.services;
+    const { f, configId } = main;
+    const repo = { ...f.repo, state: 'mirror' as const };
+    const before = upstream.requests.length;
+    await requestSyncNow(s, repo);
+    const second = await waitForRuns(s, configId, 2);
+    expect(second.status, second.reason ?? '').toBe('SUCCESS');
+    expect(second.tagResults?.every((t) => t.status === 'unchanged')).toBe(true);
+    expect(upstream.requests.slice(before).filter((r) => r.method === 'GET' && r.path.includes('/blobs/'))).toHaveLength(0);
+
+    // v1.5 disappears upstream (its manifest deleted), and the globs narrow to v1.0, v1.1, latest.
+    const del = await upstream.directClient.fetch(`/v2/library/app/manifests/${filled.digestOf('v1.5')}`, { method: 'DELETE' });
+    expect(del.status).toBe(202);
+    await updateMirrorConfig(s, repo, { root_rule: { rule_kind: 'tag_glob_csv', rule_value: ['v1.[01]', 'latest', 'v1.5'] } });
+    await requestSyncNow(s, repo);
+    const third = await waitForRuns(s, configId, 3);
+    expect(third.status, third.reason ?? '').toBe('SUCCESS');
+    const tags = await localTags(s, f.repo.id);
+    expect(Object.keys(tags).sort()).toEqual(['latest', 'v1.0', 'v1.1']);
+    expect(third.tagResults?.filter((t) => t.status === 'deleted').map((t) => t.tag).sort()).toEqual(['v1.2', 'v1.3', 'v1.4', 'v1.5']);
+  });
+
+  /** Re-points every matching upstream tag at a new image, then syncs and stops the registry
+   * once `finishedBeforeStop` tags have synced. */
+  async function syncWithUpstreamDying(rollback: boolean) {
+    const s = workers.services;
+    const f = await mirrorFixture(s, rollback ? 'rollback' : 'besteffort');
+    const repo = { ...f.repo, state: 'mirror' as const };
+    // Twelve tags (more than the four copied at once), chosen with every kind of wildcard.
+    const globs = ['v2.*', 'dev-?', 'rc[12]', 'stable', 'edge', 'nightly'];
+    const cfg = await createMirror(
+      s,
+      f,
+      mirrorBody(f, `${upstream.authority}/library/app`, {
+        root_rule: { rule_kind: 'tag_glob_csv', rule_value: globs },
+        external_registry_username: upstream.username,
+        external_registry_password: upstream.password,
+        rollback_on_failure: rollback,
+      }),
+    );
+    const { secret } = await createSubscription(
+      { db: s.db, secrets: s.secrets, policy: new UpstreamHostPolicy(['127.0.0.1']) },
+      repo,
+      { event: 'repo_mirror_sync_failed', method: 'webhook', config: { url: hooks.url }, title: 'failures' },
+    );
+    await requestSyncNow(s, repo);
+    const first = await waitForRuns(s, cfg.id, 1);
+    expect(first.status, first.reason ?? '').toBe('SUCCESS');
+    const snapshot = await localTags(s, f.repo.id);
+    expect(Object.keys(snapshot).sort()).toEqual(['dev-1', 'dev-2', 'dev-3', 'edge', 'nightly', 'rc1', 'rc2', 'stable', 'v2.0', 'v2.1', 'v2.2', 'v2.3']);
+
+    // A new upstream release of every v2 tag, then a sync that loses the upstream mid-way.
+    for (const t of Object.keys(snapshot)) await retag(upstream, 'library/app', t);
+    upstream.blobDelayMs = 500;
+    const hooksBefore = hooks.received.length;
+    await requestSyncNow(s, repo);
+    await waitFor(
+      'a tag synced in the second run',
+      async () => {
+        const [run] = await runsOf(s, cfg.id);
+        return run && run.id !== first.id && (run.tagResults ?? []).some((t) => t.status === 'synced');
+      },
+      60_000,
+      50,
+    );
+    await upstream.stopRegistry();
+    try {
+      const failed = await waitForRuns(s, cfg.id, 2);
+      expect(failed.status).toBe('FAIL');
+      expect(failed.reason).toMatch(/tags failed/);
+      const after = await mirrorConfigOf(s, f.repo.id);
+      expect(after.syncStatus).toBe('FAIL');
+      expect(after.syncRetriesRemaining).toBe(2);
+      const hook = await waitFor('the failure webhook', async () => hooks.received.slice(hooksBefore).find((h) => h.headers['x-meridian-event'] === 'repo_mirror_sync_failed'), 60_000);
+      expect(
+        verifySignature(secret, { signature: hook.headers['x-meridian-signature'] as string, timestamp: hook.headers['x-meridian-timestamp'] as string }, hook.body),
+      ).toBe(true);
+      expect(verifySignature('not-the-secret', { signature: hook.headers['x-meridian-signature'] as string, timestamp: hook.headers['x-meridian-timestamp'] as string }, hook.body)).toBe(false);
+      const payload = JSON.parse(hook.body.toString('utf8'));
+      expect(payload).toMatchObject({ event: 'repo_mirror_sync_failed', repository: f.repo.fullName, status: 'FAIL' });
+      return { s, f, snapshot, failed, tags: await localTags(s, f.repo.id) };
+    } finally {
+      upstream.blobDelayMs = 0;
+      await upstream.startRegistry();
+    }
+  }
+
+  it('an upstream dying mid-run with rollback_on_failure leaves the tags exactly as before; FAIL, reason, signed webhook', async () => {
+    const { snapshot, failed, tags } = await syncWithUpstreamDying(true);
+    expect(failed.reason).toMatch(/rolled back/);
+    expect(tags).toEqual(snapshot);
+  });
+
+  it('an upstream dying mid-run in best-effort mode keeps the tags that finished', async () => {
+    const { snapshot, failed, tags } = await syncWithUpstreamDying(false);
+    const results = failed.tagResults ?? [];
+    const synced = results.filter((t) => t.status === 'synced');
+    const broken = results.filter((t) => t.status === 'failed');
+    expect(synced.length).toBeGreaterThan(0);
+    expect(broken.length).toBeGreaterThan(0);
+    for (const t of synced) {
+      expect(tags[t.tag]).toBe(t.digest);
+      expect(tags[t.tag]).not.toBe(snapshot[t.tag]);
+    }
+    for (const t of broken) expect(tags[t.tag]).toBe(snapshot[t.tag]);
   });
 });
