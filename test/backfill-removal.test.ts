@@ -11,7 +11,7 @@ import { blobPlacements, blobs, storageLocations } from '../db/schema.ts';
 import { freePort } from '../devstack/ports.ts';
 import type { ManagedProcess } from '../devstack/process.ts';
 import { s3Server } from '../devstack/s3.ts';
-import { addLocation, startBackfill, startLocationRemoval } from '../replication/operations.ts';
+import { addLocation, replicationSummary, startBackfill, startLocationRemoval } from '../replication/operations.ts';
 import { blobKey } from '../storage/paths.ts';
 import { S3Driver } from '../storage/s3.ts';
 import type { RunningWorkers } from '../workers/main.ts';
@@ -60,6 +60,14 @@ describe('backfill and site removal', () => {
   });
 
   afterAll(async () => {
+    // Leave the shared stack as we found it: the extra locations (and their placements) go.
+    for (const name of ['sa-east', 'solo', 'broken']) {
+      const [loc] = await database.db.select().from(storageLocations).where(eq(storageLocations.name, name));
+      if (!loc) continue;
+      await database.db.delete(blobPlacements).where(eq(blobPlacements.locationId, loc.id));
+      await database.db.delete(storageLocations).where(eq(storageLocations.id, loc.id));
+    }
+    await database.db.delete(blobs).where(sql`not exists (select 1 from blob_placements p where p.blob_id = ${blobs.id})`);
     await extraWorkers?.stop();
     await workers?.stop();
     await api?.close();
@@ -88,7 +96,10 @@ describe('backfill and site removal', () => {
 
     const sa = await newRegion('sa-east', true);
     extraWorkers = await startTestWorkers({ control: false, mirror: false, copyLocations: ['sa-east', 'solo'] });
-    const missingBefore = (await blobsHeldSomewhere()) - (await placementsAt('sa-east'));
+    // What the summary says sa-east should hold but does not (computed in SQL, independently
+    // of the backfill's own planning; namespaces with their own policy are left out).
+    const pendingAt = async (name: string) => (await replicationSummary(api.services)).find((l) => l.location === name)!;
+    const missingBefore = (await pendingAt('sa-east')).blobsPending;
     expect(missingBefore).toBeGreaterThanOrEqual(8);
 
     const first = await startBackfill(api.services, { location: 'sa-east' });
@@ -96,7 +107,8 @@ describe('backfill and site removal', () => {
     expect(p1.failed).toBe(0);
     expect(p1.copied).toBe(missingBefore);
     expect(p1.done).toBe(true);
-    expect(await placementsAt('sa-east')).toBe(await blobsHeldSomewhere());
+    expect((await pendingAt('sa-east')).blobsPending).toBe(0);
+    expect((await pendingAt('sa-east')).blobsHeld).toBe(missingBefore);
     for (const d of pushed) {
       const h = createHash('sha256');
       for await (const c of (await sa.read(blobKey('', d))).body) h.update(c as Buffer);
