@@ -12,7 +12,7 @@ import { createResumableHasher, createStreamingHasher, restoreHasher } from '../
 import { readCandidates } from '../registry/placement.ts';
 import { placementAdded, placementsRemoved, recordPlacement } from '../replication/placements.ts';
 import { placementPlan, placementPlans } from '../replication/policy.ts';
-import { type CompletedPart, DEFAULT_PART_SIZE, ObjectExistsError, ObjectNotFoundError, StorageUnavailableError } from '../storage/driver.ts';
+import { type CompletedPart, DEFAULT_PART_SIZE, ObjectExistsError, type ObjectRead, ObjectNotFoundError, StorageUnavailableError } from '../storage/driver.ts';
 import type { Location } from '../storage/locations.ts';
 import { MultipartWriter } from '../storage/multipart-writer.ts';
 import { blobKey } from '../storage/paths.ts';
@@ -146,17 +146,7 @@ export function createReplicationActivities(s: Services) {
       }
     }
 
-    let read;
-    try {
-      read = await source.driver.read(sourceKey, offset > 0 ? { start: offset } : undefined);
-    } catch (e) {
-      if (e instanceof ObjectNotFoundError) throw new SourceRejected('source_missing', `${source.name} has no object for ${input.digest}`);
-      throw e;
-    }
-    if (read.totalSize !== input.size) {
-      read.body.destroy();
-      throw new SourceRejected('size_mismatch', `${source.name} holds ${read.totalSize} bytes for ${input.digest}, expected ${input.size}`);
-    }
+    const read = await openSource(source, sourceKey, input, offset);
 
     // Part boundaries: the hash state after each part, in order. A checkpoint is the last
     // boundary whose part and every earlier part are uploaded.
@@ -221,10 +211,11 @@ export function createReplicationActivities(s: Services) {
     }
   }
 
-  async function copySmall(source: Location, target: Location, input: CopyInput, sourceKey: string, key: string): Promise<{ bytesTransferred: number; resumedFrom: number }> {
-    let read;
+  /** Opens the source object from `offset`; a missing object or a wrong size rejects the source. */
+  async function openSource(source: Location, sourceKey: string, input: CopyInput, offset: number): Promise<ObjectRead> {
+    let read: ObjectRead;
     try {
-      read = await source.driver.read(sourceKey);
+      read = await source.driver.read(sourceKey, offset > 0 ? { start: offset } : undefined);
     } catch (e) {
       if (e instanceof ObjectNotFoundError) throw new SourceRejected('source_missing', `${source.name} has no object for ${input.digest}`);
       throw e;
@@ -233,6 +224,11 @@ export function createReplicationActivities(s: Services) {
       read.body.destroy();
       throw new SourceRejected('size_mismatch', `${source.name} holds ${read.totalSize} bytes for ${input.digest}, expected ${input.size}`);
     }
+    return read;
+  }
+
+  async function copySmall(source: Location, target: Location, input: CopyInput, sourceKey: string, key: string): Promise<{ bytesTransferred: number; resumedFrom: number }> {
+    const read = await openSource(source, sourceKey, input, 0);
     const chunks: Buffer[] = [];
     const h = createStreamingHasher(parseDigest(input.digest).algorithm);
     for await (const c of read.body) {

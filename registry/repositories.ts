@@ -3,20 +3,13 @@
 import { and, eq } from 'drizzle-orm';
 import type { DbOrTx } from '../db/client.ts';
 import { namespaces, repositories } from '../db/schema.ts';
+import { DomainError } from '../platform/errors.ts';
 import { parseRepositoryPath } from './names.ts';
 
 export type RepositoryRow = typeof repositories.$inferSelect;
 export type Repository = RepositoryRow & { namespaceName: string; fullName: string };
 
-export class RepositoryError extends Error {
-  constructor(
-    readonly kind: 'invalid' | 'conflict' | 'not_found',
-    message: string,
-  ) {
-    super(message);
-    this.name = 'RepositoryError';
-  }
-}
+export class RepositoryError extends DomainError {}
 
 export async function findRepository(db: DbOrTx, fullName: string): Promise<Repository | undefined> {
   const path = parseRepositoryPath(fullName);

@@ -5,6 +5,7 @@ import { WorkflowIdConflictPolicy } from '@temporalio/common';
 import { WorkflowExecutionAlreadyStartedError, WorkflowNotFoundError } from '@temporalio/client';
 import { asc, eq, sql } from 'drizzle-orm';
 import { blobPlacements, storageLocations } from '../db/schema.ts';
+import { DomainError } from '../platform/errors.ts';
 import type { Services } from '../platform/services.ts';
 import { blobByDigest } from '../registry/blobs.ts';
 import { LOCATION_NAME } from '../config.ts';
@@ -14,16 +15,7 @@ import { TASK_QUEUES, WORKFLOW_IDS } from '../temporal.config.ts';
 import type { BackfillInput, BackfillProgress } from '../workflows/backfill.ts';
 import type { RemoveLocationInput, RemoveLocationProgress } from '../workflows/remove-location.ts';
 
-export class OperationError extends Error {
-  constructor(
-    readonly kind: 'invalid' | 'not_found' | 'conflict' | 'unavailable',
-    message: string,
-    readonly detail?: unknown,
-  ) {
-    super(message);
-    this.name = 'OperationError';
-  }
-}
+export class OperationError extends DomainError {}
 
 export interface LocationView {
   name: string;
