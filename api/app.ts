@@ -4,6 +4,8 @@ import Koa from 'koa';
 import type { Services } from '../platform/services.ts';
 import { healthRoutes } from './health.ts';
 import { metricsRoute } from './metrics.ts';
+import { mirrorRoutes } from './v1/mirror.ts';
+import { notificationRoutes } from './v1/notifications.ts';
 import { v2Routes } from './v2/routes.ts';
 
 export function createApp(s: Services): Koa {
@@ -25,5 +27,7 @@ export function createApp(s: Services): Koa {
   app.use(health.routes()).use(health.allowedMethods());
   app.use(metricsRoute(s));
   app.use(v2Routes(s));
+  app.use(mirrorRoutes(s));
+  app.use(notificationRoutes(s));
   return app;
 }

@@ -4,7 +4,7 @@
 // the sync workflow copies on the mirror task queue.
 import { createServer, type Server } from 'node:http';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { requestSyncCancel, requestSyncNow, updateMirrorConfig } from '../mirror/config.ts';
+import { requestSyncNow, updateMirrorConfig } from '../mirror/config.ts';
 import { createSubscription, verifySignature } from '../mirror/webhooks.ts';
 import { UpstreamHostPolicy } from '../mirror/reference.ts';
 import type { RunningWorkers } from '../workers/main.ts';
