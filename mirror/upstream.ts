@@ -73,6 +73,8 @@ export interface UpstreamClientOptions {
   policy: UpstreamHostPolicy;
   limiter?: UpstreamLimiter;
   userAgent?: string;
+  /** Tags asked for per page (the upstream may answer fewer and link to the next page). */
+  tagPageSize?: number;
 }
 
 export interface FetchedManifest {
@@ -436,7 +438,7 @@ export class UpstreamClient {
   /** Every tag, following `Link: <…>; rel="next"` pages. */
   async listTags(signal?: AbortSignal): Promise<string[]> {
     const tags: string[] = [];
-    let path: string | undefined = `/v2/${this.reference.repository}/tags/list?n=1000`;
+    let path: string | undefined = `/v2/${this.reference.repository}/tags/list?n=${this.opts.tagPageSize ?? 1000}`;
     for (let page = 0; path && page < 10_000; page++) {
       const current: string = path;
       path = await this.limited(signal, async () => {
