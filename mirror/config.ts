@@ -7,6 +7,7 @@ import { randomUUID } from 'node:crypto';
 import { and, desc, eq, lt, sql } from 'drizzle-orm';
 import type { Config } from '../config.ts';
 import type { DbOrTx } from '../db/client.ts';
+import { DomainError } from '../platform/errors.ts';
 import { mirrorConfigs, mirrorRuns, namespaces, repositories, repositoryPermissions, robots } from '../db/schema.ts';
 import { enqueueWorkflowStart } from '../platform/outbox.ts';
 import type { Repository } from '../registry/repositories.ts';
@@ -24,15 +25,7 @@ export const MAX_SYNC_RETRIES = 3;
 /** Quay's MAX_SYNC_DURATION: how long a run may hold SYNCING before it counts as abandoned. */
 export const MAX_SYNC_DURATION_SECONDS = 12 * 3600;
 
-export class MirrorError extends Error {
-  constructor(
-    readonly kind: 'invalid' | 'conflict' | 'not_found',
-    message: string,
-  ) {
-    super(message);
-    this.name = 'MirrorError';
-  }
-}
+export class MirrorError extends DomainError {}
 
 export interface MirrorDeps {
   db: DbOrTx;

@@ -13,6 +13,7 @@ import { createHmac, randomBytes, randomUUID, timingSafeEqual } from 'node:crypt
 import { and, eq, inArray } from 'drizzle-orm';
 import { request } from 'undici';
 import type { DbOrTx } from '../db/client.ts';
+import { DomainError } from '../platform/errors.ts';
 import { webhookSubscriptions } from '../db/schema.ts';
 import type { Repository } from '../registry/repositories.ts';
 import type { SecretBox } from '../security/secretbox.ts';
@@ -24,15 +25,7 @@ export type MirrorEvent = (typeof MIRROR_EVENTS)[number];
 
 export type SubscriptionRow = typeof webhookSubscriptions.$inferSelect;
 
-export class NotificationError extends Error {
-  constructor(
-    readonly kind: 'invalid' | 'not_found',
-    message: string,
-  ) {
-    super(message);
-    this.name = 'NotificationError';
-  }
-}
+export class NotificationError extends DomainError {}
 
 /** Quay's notification view. */
 export interface NotificationView {

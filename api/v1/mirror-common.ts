@@ -7,10 +7,11 @@ import { robotByName, userByName } from '../../auth/accounts.ts';
 import { tokenHash, verifyPassword } from '../../auth/passwords.ts';
 import type { Principal } from '../../auth/principal.ts';
 import { namespaceMembers, namespaces, repositoryPermissions, robots, tokens, users } from '../../db/schema.ts';
+import { DomainError, type ErrorKind, STATUS_OF_KIND } from '../../platform/errors.ts';
 import type { Services } from '../../platform/services.ts';
 import { findRepository, type Repository } from '../../registry/repositories.ts';
 
-export type ErrorType = 'invalid_request' | 'not_found' | 'conflict' | 'unauthorized' | 'insufficient_scope' | 'internal_error';
+export type ErrorType = 'invalid_request' | 'not_found' | 'conflict' | 'unauthorized' | 'insufficient_scope' | 'unavailable' | 'internal_error';
 
 export class ApiError extends Error {
   constructor(
@@ -133,12 +134,25 @@ export async function adminRepository(s: Services, ctx: Koa.Context, fullName: s
   return { principal, repo };
 }
 
-/** Runs a handler, turning ApiErrors (and the domain's own errors, through `map`) into problems. */
-export async function handle(s: Services, ctx: Koa.Context, map: (e: unknown) => ApiError | undefined, fn: () => Promise<void>): Promise<void> {
+const TYPE_OF_KIND: Record<ErrorKind, ErrorType> = {
+  invalid: 'invalid_request',
+  not_found: 'not_found',
+  conflict: 'conflict',
+  forbidden: 'insufficient_scope',
+  unavailable: 'unavailable',
+};
+
+function fromDomain(e: unknown): ApiError | undefined {
+  if (e instanceof DomainError) return new ApiError(STATUS_OF_KIND[e.kind], TYPE_OF_KIND[e.kind], e.message);
+  return undefined;
+}
+
+/** Runs a handler, turning ApiErrors and DomainErrors into problems; anything else is a 500. */
+export async function handle(s: Services, ctx: Koa.Context, fn: () => Promise<void>): Promise<void> {
   try {
     await fn();
   } catch (e) {
-    const api = e instanceof ApiError ? e : map(e);
+    const api = e instanceof ApiError ? e : fromDomain(e);
     if (api) return problem(ctx, s, api);
     s.logger.error({ err: e, method: ctx.method, path: ctx.path }, 'api request failed');
     problem(ctx, s, new ApiError(500, 'internal_error', 'internal error'));

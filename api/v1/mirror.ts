@@ -8,20 +8,12 @@
 // Meridian extensions: DELETE …/mirror (204) and GET …/mirror/runs (run history). Only
 // repository admins (and superusers) may use any of it.
 import type Koa from 'koa';
-import { getMirrorConfig, listMirrorRuns, mirrorConfigView, MirrorError, mirrorRunView, createMirrorConfig, deleteMirrorConfig, requestSyncCancel, requestSyncNow, updateMirrorConfig } from '../../mirror/config.ts';
+import { getMirrorConfig, listMirrorRuns, mirrorConfigView, mirrorRunView, createMirrorConfig, deleteMirrorConfig, requestSyncCancel, requestSyncNow, updateMirrorConfig } from '../../mirror/config.ts';
 import type { Services } from '../../platform/services.ts';
 import { adminRepository, ApiError, handle, jsonBody } from './mirror-common.ts';
 
 const ROUTE = /^\/api\/v1\/repository\/(.+?)\/mirror(?:\/(sync-now|sync-cancel|runs))?\/?$/;
 
-function mapError(e: unknown): ApiError | undefined {
-  if (e instanceof MirrorError) {
-    if (e.kind === 'invalid') return new ApiError(400, 'invalid_request', e.message);
-    if (e.kind === 'conflict') return new ApiError(409, 'conflict', e.message);
-    return new ApiError(404, 'not_found', e.message);
-  }
-  return undefined;
-}
 
 const ALLOWED: Record<string, string[]> = { '': ['GET', 'POST', 'PUT', 'DELETE'], 'sync-now': ['POST'], 'sync-cancel': ['POST'], runs: ['GET'] };
 
@@ -31,7 +23,7 @@ export function mirrorRoutes(s: Services): Koa.Middleware {
     if (!m) return next();
     const name = decodeURIComponent(m[1]!);
     const sub = m[2] ?? '';
-    await handle(s, ctx, mapError, async () => {
+    await handle(s, ctx, async () => {
       if (!ALLOWED[sub]!.includes(ctx.method)) {
         ctx.set('Allow', ALLOWED[sub]!.join(', '));
         throw new ApiError(405, 'invalid_request', `${ctx.method} is not supported here`);

@@ -8,16 +8,12 @@
 // Only repository admins may use it. How receivers verify deliveries: see mirror/webhooks.ts.
 import type Koa from 'koa';
 import { UpstreamHostPolicy } from '../../mirror/reference.ts';
-import { createSubscription, deleteSubscription, getSubscription, listSubscriptions, NotificationError, notificationView } from '../../mirror/webhooks.ts';
+import { createSubscription, deleteSubscription, getSubscription, listSubscriptions, notificationView } from '../../mirror/webhooks.ts';
 import type { Services } from '../../platform/services.ts';
 import { adminRepository, ApiError, handle, jsonBody } from './mirror-common.ts';
 
 const ROUTE = /^\/api\/v1\/repository\/(.+?)\/notification(?:\/([^/]+))?\/?$/;
 
-function mapError(e: unknown): ApiError | undefined {
-  if (e instanceof NotificationError) return e.kind === 'invalid' ? new ApiError(400, 'invalid_request', e.message) : new ApiError(404, 'not_found', e.message);
-  return undefined;
-}
 
 export function notificationRoutes(s: Services): Koa.Middleware {
   return async (ctx, next) => {
@@ -25,7 +21,7 @@ export function notificationRoutes(s: Services): Koa.Middleware {
     if (!m) return next();
     const name = decodeURIComponent(m[1]!);
     const id = m[2];
-    await handle(s, ctx, mapError, async () => {
+    await handle(s, ctx, async () => {
       const allowed = id ? ['GET', 'DELETE'] : ['GET', 'POST'];
       if (!allowed.includes(ctx.method)) {
         ctx.set('Allow', allowed.join(', '));
