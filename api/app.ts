@@ -6,6 +6,7 @@ import { healthRoutes } from './health.ts';
 import { metricsRoute } from './metrics.ts';
 import { mirrorRoutes } from './v1/mirror.ts';
 import { notificationRoutes } from './v1/notifications.ts';
+import { tokenEndpoint } from './token.ts';
 import { v2Routes } from './v2/routes.ts';
 
 export function createApp(s: Services): Koa {
@@ -26,6 +27,7 @@ export function createApp(s: Services): Koa {
   const health = healthRoutes(s);
   app.use(health.routes()).use(health.allowedMethods());
   app.use(metricsRoute(s));
+  app.use(tokenEndpoint(s));
   app.use(v2Routes(s));
   app.use(mirrorRoutes(s));
   app.use(notificationRoutes(s));

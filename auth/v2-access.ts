@@ -1,12 +1,17 @@
 // Access control for /v2 (the OCI Distribution API). The /v2 router calls authorizeV2 for every
-// request with the repository and the actions the route needs.
+// request with the repository and the actions the route needs, before any handler runs.
 //
-// STUB: allows everything as anonymous. To be replaced by the real implementation (Bearer JWTs
-// from the token endpoint, Basic auth, anonymous pulls of public repositories, per-repository
-// permissions, superusers, robots, read-only mirror repositories).
+// Clients without credentials, or whose token lacks the scope, get 401 with a Bearer challenge
+// naming the realm (our token endpoint), the service and the scope — how docker, podman, skopeo
+// and crane discover that they must fetch a token. An authenticated principal that is simply not
+// allowed gets 403 DENIED; a write to a mirror repository gets DENIED saying so.
 import type { IncomingHttpHeaders } from 'node:http';
+import { OciError } from '../api/v2/errors.ts';
 import type { Services } from '../platform/services.ts';
-import { ANONYMOUS, type Principal, type RepoAction } from './principal.ts';
+import { AuthenticationError, authenticate } from './authenticate.ts';
+import { repositoryAccess, visibleRepositoryNames } from './permissions.ts';
+import type { Principal, RepoAction } from './principal.ts';
+import { formatScope, tokenGrants, tokenService } from './tokens.ts';
 
 export interface V2AccessRequest {
   /** Full repository name (`ns/name`) when the route names one. */
@@ -17,27 +22,63 @@ export interface V2AccessRequest {
   catalog?: boolean;
 }
 
+function challenge(s: Services, scope: string | undefined, error?: 'invalid_token' | 'insufficient_scope'): string {
+  const parts = [`realm="${s.config.publicUrl}/v2/auth"`, `service="${tokenService(s.config)}"`];
+  if (scope) parts.push(`scope="${scope}"`);
+  if (error) parts.push(`error="${error}"`);
+  return `Bearer ${parts.join(',')}`;
+}
+
+function unauthorized(s: Services, message: string, scope: string | undefined, error?: 'invalid_token' | 'insufficient_scope'): OciError {
+  return new OciError('UNAUTHORIZED', message, undefined, 401, { 'WWW-Authenticate': challenge(s, scope, error) });
+}
+
 /**
  * Authenticates the request and checks that it may do `actions`. Returns the principal.
  * Throws OciError('UNAUTHORIZED') with a `WWW-Authenticate: Bearer realm=…,service=…,scope=…`
  * header when credentials are missing or the token lacks the scope, and OciError('DENIED') when
  * an authenticated principal is refused (including writes to a mirror repository).
  */
-export async function authorizeV2(_s: Services, _headers: IncomingHttpHeaders, _req: V2AccessRequest): Promise<Principal> {
-  return ANONYMOUS;
+export async function authorizeV2(s: Services, headers: IncomingHttpHeaders, req: V2AccessRequest): Promise<Principal> {
+  const scope = req.catalog ? 'registry:catalog:*' : req.repository ? formatScope('repository', req.repository, req.actions) : undefined;
+  let auth;
+  try {
+    auth = await authenticate(s, headers.authorization, 'registry');
+  } catch (e) {
+    if (e instanceof AuthenticationError) throw unauthorized(s, e.message, scope, headers.authorization?.startsWith('Bearer') ? 'invalid_token' : undefined);
+    throw e;
+  }
+  const { principal } = auth;
+
+  if (!req.repository) {
+    // The ping and the catalog need someone authenticated; the catalog then lists only what
+    // they may pull.
+    if (principal.kind === 'anonymous') throw unauthorized(s, 'authentication required', scope);
+    if (req.catalog && auth.via === 'registry-token' && !auth.access?.get('registry:catalog')) {
+      throw unauthorized(s, 'token does not grant the catalog', scope, 'insufficient_scope');
+    }
+    return principal;
+  }
+
+  if (auth.via === 'registry-token' && tokenGrants(auth.access!, req.repository, req.actions)) return principal;
+  const access = await repositoryAccess(s.db, principal, req.repository);
+  const missing = req.actions.filter((a) => !access.actions.has(a));
+  if (missing.length === 0) {
+    // Allowed now, but a token must carry the scope: send the client back for a new token.
+    if (auth.via === 'registry-token') throw unauthorized(s, 'token does not grant the requested access', scope, 'insufficient_scope');
+    return principal;
+  }
+  // A write refused because the repository is a mirror (or read-only) says so, to anyone who
+  // could otherwise have written or is at least authenticated.
+  if (access.readOnlyReason && principal.kind !== 'anonymous' && missing.every((a) => a === 'push' || a === 'delete')) {
+    throw new OciError('DENIED', access.readOnlyReason);
+  }
+  if (principal.kind === 'anonymous') throw unauthorized(s, 'authentication required', scope);
+  throw new OciError('DENIED', 'requested access to the resource is denied');
 }
 
-/** Repository names for GET /v2/_catalog that the principal may pull, in lexical order, after
+/** Repository names for GET /v2/_catalog that the principal may pull, in byte order, after
  * `last`, at most `limit`. */
-export async function catalogRepositories(
-  s: Services,
-  _principal: Principal,
-  opts: { last?: string; limit: number },
-): Promise<string[]> {
-  const { sql } = await import('drizzle-orm');
-  const rows = await s.db.execute<{ full: string }>(sql`
-    select n.name || '/' || r.name as full from repositories r join namespaces n on n.id = r.namespace_id
-    where (${opts.last ?? null}::text is null or n.name || '/' || r.name > ${opts.last ?? ''})
-    order by full limit ${opts.limit}`);
-  return rows.map((r) => r.full);
+export function catalogRepositories(s: Services, principal: Principal, opts: { last?: string; limit: number }): Promise<string[]> {
+  return visibleRepositoryNames(s.db, principal, opts);
 }

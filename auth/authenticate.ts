@@ -1,0 +1,115 @@
+// Who is calling: `Authorization: Basic` (a user's password, or a robot's name and token),
+// `Authorization: Bearer` (a registry token from /v2/auth, or an API token), or nobody.
+// Argon2 is deliberately slow, and clients such as skopeo send Basic credentials on every
+// request, so successful verifications are remembered briefly in this process — keyed by a hash
+// of the credentials, never the credentials themselves.
+import { createHash } from 'node:crypto';
+import { and, eq, gt, isNull, or } from 'drizzle-orm';
+import { namespaces, robots, tokens, users } from '../db/schema.ts';
+import type { Services } from '../platform/services.ts';
+import { robotByName, userByName } from './accounts.ts';
+import { tokenHash, verifyPassword } from './passwords.ts';
+import type { Principal } from './principal.ts';
+import { type TokenAccess, verifyRegistryToken } from './tokens.ts';
+
+export class AuthenticationError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'AuthenticationError';
+  }
+}
+
+export interface Authenticated {
+  principal: Principal;
+  via: 'none' | 'basic' | 'registry-token' | 'api-token';
+  /** For registry tokens: what the token grants. */
+  access?: TokenAccess;
+}
+
+const CACHE_TTL_MS = 30_000;
+const CACHE_MAX = 10_000;
+const basicCache = new Map<string, { principal: Principal; expires: number }>();
+
+function cacheKey(name: string, secret: string): string {
+  return createHash('sha256').update(name).update('\0').update(secret).digest('base64');
+}
+
+/** Verifies a user's password or a robot's token. Null when they do not match. */
+export async function verifyCredentials(s: Services, name: string, secret: string): Promise<Principal | null> {
+  const key = cacheKey(name, secret);
+  const hit = basicCache.get(key);
+  if (hit && hit.expires > Date.now()) return hit.principal;
+  let principal: Principal | null = null;
+  if (name.includes('+')) {
+    const robot = await robotByName(s.db, name);
+    if (robot && robot.tokenHash === tokenHash(secret)) principal = { kind: 'robot', robotId: robot.id, name, namespaceId: robot.namespaceId };
+  } else {
+    const user = await userByName(s.db, name);
+    if (user?.enabled && (await verifyPassword(user.passwordHash, secret))) {
+      principal = { kind: 'user', userId: user.id, username: user.username, superuser: s.config.superusers.includes(user.username) };
+    }
+  }
+  if (principal) {
+    if (basicCache.size >= CACHE_MAX) basicCache.delete(basicCache.keys().next().value!);
+    basicCache.set(key, { principal, expires: Date.now() + CACHE_TTL_MS });
+  }
+  return principal;
+}
+
+/** Forgets cached verifications (tests; after a password change in this process). */
+export function forgetCachedCredentials(): void {
+  basicCache.clear();
+}
+
+export function parseBasic(header: string): { name: string; secret: string } | undefined {
+  const m = /^Basic\s+([A-Za-z0-9+/=_-]+)\s*$/i.exec(header);
+  if (!m) return undefined;
+  const decoded = Buffer.from(m[1]!, 'base64').toString('utf8');
+  const i = decoded.indexOf(':');
+  if (i < 0) return undefined;
+  return { name: decoded.slice(0, i), secret: decoded.slice(i + 1) };
+}
+
+async function apiTokenPrincipal(s: Services, token: string): Promise<Principal | null> {
+  const [row] = await s.db
+    .select({ userId: tokens.userId, robotId: tokens.robotId, username: users.username, enabled: users.enabled, robotShort: robots.shortName, robotNs: robots.namespaceId, nsName: namespaces.name })
+    .from(tokens)
+    .leftJoin(users, eq(tokens.userId, users.id))
+    .leftJoin(robots, eq(tokens.robotId, robots.id))
+    .leftJoin(namespaces, eq(robots.namespaceId, namespaces.id))
+    .where(and(eq(tokens.tokenHash, tokenHash(token)), eq(tokens.kind, 'api'), isNull(tokens.revokedAt), or(isNull(tokens.expiresAt), gt(tokens.expiresAt, new Date()))));
+  if (row?.userId && row.username && row.enabled) {
+    return { kind: 'user', userId: row.userId, username: row.username, superuser: s.config.superusers.includes(row.username) };
+  }
+  if (row?.robotId && row.robotShort && row.robotNs && row.nsName) {
+    return { kind: 'robot', robotId: row.robotId, name: `${row.nsName}+${row.robotShort}`, namespaceId: row.robotNs };
+  }
+  return null;
+}
+
+/**
+ * Authenticates an Authorization header. `bearer` says what a Bearer token may be here: registry
+ * tokens on /v2, API tokens on /api/v1. Throws AuthenticationError for credentials that are
+ * present but wrong; no header is the anonymous principal.
+ */
+export async function authenticate(s: Services, header: string | undefined, bearer: 'registry' | 'api'): Promise<Authenticated> {
+  if (!header) return { principal: { kind: 'anonymous' }, via: 'none' };
+  if (header.length > 8192) throw new AuthenticationError('Authorization header too large');
+  if (/^Basic\s/i.test(header)) {
+    const creds = parseBasic(header);
+    if (!creds) throw new AuthenticationError('malformed Basic credentials');
+    const principal = await verifyCredentials(s, creds.name, creds.secret);
+    if (!principal) throw new AuthenticationError('invalid username or password');
+    return { principal, via: 'basic' };
+  }
+  const m = /^Bearer\s+(\S+)\s*$/i.exec(header);
+  if (!m) throw new AuthenticationError('unsupported Authorization scheme');
+  if (bearer === 'registry') {
+    const verified = await verifyRegistryToken(s.config, m[1]!);
+    if (!verified) throw new AuthenticationError('invalid or expired token');
+    return { principal: verified.principal, via: 'registry-token', access: verified.access };
+  }
+  const principal = await apiTokenPrincipal(s, m[1]!);
+  if (!principal) throw new AuthenticationError('invalid or expired token');
+  return { principal, via: 'api-token' };
+}
