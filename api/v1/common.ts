@@ -1,0 +1,136 @@
+// What every /api/v1 endpoint needs: Quay-style problem+json errors, bounded JSON bodies, the
+// caller's identity (Basic, or an API token as Bearer), and the common authorization checks.
+import type Koa from 'koa';
+import { AuthenticationError, authenticate } from '../../auth/authenticate.ts';
+import { isNamespaceAdmin, repositoryRole } from '../../auth/permissions.ts';
+import type { Principal } from '../../auth/principal.ts';
+import { DomainError, type ErrorKind, STATUS_OF_KIND } from '../../platform/errors.ts';
+import type { Services } from '../../platform/services.ts';
+import { findRepository, type Repository } from '../../registry/repositories.ts';
+
+export type ErrorType = 'invalid_request' | 'not_found' | 'conflict' | 'unauthorized' | 'insufficient_scope' | 'unavailable' | 'internal_error';
+
+export class ApiError extends Error {
+  constructor(
+    readonly status: number,
+    readonly errorType: ErrorType,
+    message: string,
+  ) {
+    super(message);
+    this.name = 'ApiError';
+  }
+}
+
+/** Quay's error body: RFC 7807 problem details plus Quay's `error_message`/`error_type`. */
+export function problem(ctx: Koa.Context, s: Services, e: ApiError): void {
+  ctx.status = e.status;
+  ctx.type = 'application/problem+json';
+  ctx.body = JSON.stringify({
+    type: `${s.config.publicUrl}/api/v1/error/${e.errorType}`,
+    title: e.errorType,
+    status: e.status,
+    detail: e.message,
+    error_type: e.errorType,
+    error_message: e.message,
+  });
+  if (e.status === 401) ctx.set('WWW-Authenticate', 'Basic realm="meridian"');
+}
+
+const MAX_BODY = 64 * 1024;
+
+/** The request's JSON body; an empty body is `{}`. */
+export async function jsonBody(ctx: Koa.Context): Promise<unknown> {
+  const chunks: Buffer[] = [];
+  let size = 0;
+  for await (const c of ctx.req) {
+    size += (c as Buffer).length;
+    if (size > MAX_BODY) throw new ApiError(413, 'invalid_request', `request body larger than ${MAX_BODY} bytes`);
+    chunks.push(c as Buffer);
+  }
+  const text = Buffer.concat(chunks).toString('utf8').trim();
+  if (text === '') return {};
+  try {
+    return JSON.parse(text);
+  } catch {
+    throw new ApiError(400, 'invalid_request', 'the request body is not valid JSON');
+  }
+}
+
+/** A JSON object body (400 otherwise). */
+export async function jsonObject(ctx: Koa.Context): Promise<Record<string, unknown>> {
+  const body = await jsonBody(ctx);
+  if (typeof body !== 'object' || body === null || Array.isArray(body)) throw new ApiError(400, 'invalid_request', 'the request body must be a JSON object');
+  return body as Record<string, unknown>;
+}
+
+/** The authenticated caller; 401 without (valid) credentials. */
+export async function caller(s: Services, ctx: Koa.Context): Promise<Principal> {
+  try {
+    const auth = await authenticate(s, ctx.get('Authorization') || undefined, 'api');
+    if (auth.principal.kind === 'anonymous') throw new ApiError(401, 'unauthorized', 'authentication required');
+    return auth.principal;
+  } catch (e) {
+    if (e instanceof AuthenticationError) throw new ApiError(401, 'unauthorized', e.message);
+    throw e;
+  }
+}
+
+export async function requireSuperuser(s: Services, ctx: Koa.Context): Promise<Principal> {
+  const p = await caller(s, ctx);
+  if (p.kind !== 'user' || !p.superuser) throw new ApiError(403, 'insufficient_scope', 'superuser permission is required');
+  return p;
+}
+
+export async function requireNamespaceAdmin(s: Services, ctx: Koa.Context, namespace: string): Promise<Principal> {
+  const p = await caller(s, ctx);
+  if (!(await isNamespaceAdmin(s.db, p, namespace))) throw new ApiError(403, 'insufficient_scope', `admin permission on ${namespace} is required`);
+  return p;
+}
+
+/** Quay's require_repo_admin: the caller must administer the repository (401, 404, 403). */
+export async function adminRepository(s: Services, ctx: Koa.Context, fullName: string): Promise<{ principal: Principal; repo: Repository }> {
+  const principal = await caller(s, ctx);
+  const repo = await findRepository(s.db, fullName);
+  if (!repo) throw new ApiError(404, 'not_found', `repository ${fullName} not found`);
+  if ((await repositoryRole(s.db, principal, repo)) !== 'admin') throw new ApiError(403, 'insufficient_scope', `admin permission on ${fullName} is required`);
+  return { principal, repo };
+}
+
+/** A repository the caller may at least read (404 rather than 403 for the rest: no leaks). */
+export async function readableRepository(s: Services, ctx: Koa.Context, fullName: string): Promise<{ principal: Principal; repo: Repository }> {
+  const principal = await caller(s, ctx);
+  const repo = await findRepository(s.db, fullName);
+  if (!repo || !(await repositoryRole(s.db, principal, repo))) throw new ApiError(404, 'not_found', `repository ${fullName} not found`);
+  return { principal, repo };
+}
+
+const TYPE_OF_KIND: Record<ErrorKind, ErrorType> = {
+  invalid: 'invalid_request',
+  not_found: 'not_found',
+  conflict: 'conflict',
+  forbidden: 'insufficient_scope',
+  unavailable: 'unavailable',
+};
+
+/** Runs a handler, turning ApiErrors and DomainErrors into problems; anything else is a 500. */
+export async function handle(s: Services, ctx: Koa.Context, fn: () => Promise<void>): Promise<void> {
+  try {
+    await fn();
+  } catch (e) {
+    const api = e instanceof ApiError ? e : e instanceof DomainError ? new ApiError(STATUS_OF_KIND[e.kind], TYPE_OF_KIND[e.kind], e.message) : undefined;
+    if (api) return problem(ctx, s, api);
+    s.logger.error({ err: e, method: ctx.method, path: ctx.path }, 'api request failed');
+    problem(ctx, s, new ApiError(500, 'internal_error', 'internal error'));
+  }
+}
+
+/** Reads a string field, with a 400 naming it when it is missing or not a string. */
+export function str(body: Record<string, unknown>, field: string, opts: { optional?: boolean } = {}): string | undefined {
+  const v = body[field];
+  if (v === undefined || v === null) {
+    if (opts.optional) return undefined;
+    throw new ApiError(400, 'invalid_request', `${field} is required`);
+  }
+  if (typeof v !== 'string') throw new ApiError(400, 'invalid_request', `${field} must be a string`);
+  return v;
+}
