@@ -120,14 +120,18 @@ export function createMirrorActivities(s: Services) {
     /** Lists the upstream's tags (every page) and keeps those matching the globs. */
     async planMirrorRun(input: { runRowId: number }): Promise<PlanResult> {
       const { client, ctx } = await upstreamFor(input.runRowId);
+      const actx = Context.current();
+      const beat = setInterval(() => actx.heartbeat(), 3000);
       try {
-        const all = await client.listTags(Context.current().cancellationSignal);
+        const all = await client.listTags(actx.cancellationSignal);
         const tags = new TagFilter(ctx.config.tagGlobs).filter(all).sort();
         await savePlan(s.db, input.runRowId, tags);
         log.info({ repository: ctx.repo.fullName, upstream: ctx.config.externalReference, upstreamTags: all.length, matching: tags.length }, 'mirror run planned');
         return { tags, upstreamTags: all.length };
       } catch (e) {
         throw toFailure(e);
+      } finally {
+        clearInterval(beat);
       }
     },
 
@@ -140,6 +144,8 @@ export function createMirrorActivities(s: Services) {
     async mirrorTag(input: { runRowId: number; tag: string }): Promise<TagResult> {
       const { client, ctx } = await upstreamFor(input.runRowId);
       const actx = Context.current();
+      // Also while waiting on a slow upstream or for a host slot: a cancel is learnt from a heartbeat.
+      const beat = setInterval(() => actx.heartbeat(), 3000);
       try {
         const result = await copyTag(
           { s, repo: ctx.repo, upstream: client, heartbeat: () => actx.heartbeat(), signal: actx.cancellationSignal, flights },
@@ -151,6 +157,8 @@ export function createMirrorActivities(s: Services) {
         if (actx.cancellationSignal.aborted) throw e;
         log.warn({ repository: ctx.repo.fullName, tag: input.tag, err: (e as Error).message, attempt: actx.info.attempt }, 'mirror tag attempt failed');
         throw toFailure(e);
+      } finally {
+        clearInterval(beat);
       }
     },
 

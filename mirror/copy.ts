@@ -145,7 +145,9 @@ async function copyBlobs(c: CopyContext, descriptors: Descriptor[]): Promise<num
   const worker = async () => {
     while (next < unique.length) {
       const d = unique[next++]!;
-      total += await copyBlob(c, d);
+      // Not `total += await …`: that reads `total` before the await and loses the other workers' bytes.
+      const n = await copyBlob(c, d);
+      total += n;
     }
   };
   await Promise.all(Array.from({ length: Math.min(3, unique.length) }, worker));
@@ -175,7 +177,8 @@ async function stage(c: CopyContext, m: Staged, out: Staged[], depth: number, co
   const parsed = parseUpstream(m.bytes, m.mediaType, `manifest ${m.digest}`);
   counter.bytes += m.bytes.length;
   if (parsed.kind === 'image') {
-    counter.bytes += await copyBlobs(c, parsed.blobs);
+    const n = await copyBlobs(c, parsed.blobs);
+    counter.bytes += n;
   } else {
     if (depth > 3) throw new UpstreamError('protocol', `manifest ${m.digest}: indexes nested too deeply`);
     for (const child of parsed.children) {
@@ -241,6 +244,8 @@ export async function copyTag(c: CopyContext, tag: string): Promise<TagResult> {
   // The referrers of the image and of each platform manifest, before the tag moves: a tag
   // points at a complete image or keeps its old one.
   await copyReferrers(c, [...new Set(staged.map((s) => s.digest))], counter);
+  // A cancelled run must not move a tag after it gave up (its rollback may already be done).
+  c.signal?.throwIfAborted();
   await c.s.db.transaction(async (tx) => {
     const m = await manifestByDigest(tx, c.repo.id, top.digest);
     if (!m) throw new Error(`manifest ${top.digest} vanished while ${tag} was being copied`);

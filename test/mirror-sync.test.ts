@@ -41,7 +41,7 @@ describe('repository mirroring against a distribution registry', () => {
   beforeAll(async () => {
     upstream = await startUpstreamRegistry({ tokenAuth: true });
     filled = await fillRepository(upstream, 'library/app', { tags: TAGS, multiArch: MULTI_ARCH });
-    workers = await startTestWorkers({}, { MERIDIAN_MIRROR_ALLOWED_HOSTS: '127.0.0.1', MERIDIAN_MIRROR_TAG_ATTEMPTS: '2' });
+    workers = await startTestWorkers({}, { MERIDIAN_MIRROR_ALLOWED_HOSTS: '127.0.0.1', MERIDIAN_MIRROR_TAG_ATTEMPTS: '2', MERIDIAN_MIRROR_UPSTREAM_CONCURRENCY: '3' });
     hooks.server = createServer((req, res) => {
       const chunks: Buffer[] = [];
       req.on('data', (c: Buffer) => chunks.push(c));
@@ -78,8 +78,18 @@ describe('repository mirroring against a distribution registry', () => {
     // The reconcile (through the outbox) creates the schedule.
     await waitFor('the schedule', () => s.temporal.client.schedule.getHandle(WORKFLOW_IDS.mirrorSchedule(f.repo.fullName)).describe());
     const before = upstream.requests.length;
+    // The first look at v1.3 is answered 429 with Retry-After: the tag is retried after it and syncs.
+    let throttled = 0;
+    upstream.intercept = (method, path) =>
+      method === 'HEAD' && path.endsWith('/manifests/v1.3') && throttled++ === 0 ? { status: 429, headers: { 'retry-after': '2' } } : undefined;
+    upstream.maxInFlight = 0;
     await requestSyncNow(s, { ...f.repo, state: 'mirror' });
     const run = await waitForRuns(s, cfg.id, 1);
+    upstream.intercept = undefined;
+    expect(throttled).toBeGreaterThanOrEqual(2);
+    // MERIDIAN_MIRROR_UPSTREAM_CONCURRENCY=3, although four tags are copied at once.
+    expect(upstream.maxInFlight).toBeLessThanOrEqual(3);
+    expect(upstream.maxInFlight).toBeGreaterThanOrEqual(1);
     expect(run.status, run.reason ?? '').toBe('SUCCESS');
     expect(run.trigger).toBe('manual');
 
@@ -96,7 +106,8 @@ describe('repository mirroring against a distribution registry', () => {
     expect(after.syncStatus).toBe('SUCCESS');
     expect(after.syncRetriesRemaining).toBe(3);
     expect(after.syncExpirationDate).toBeNull();
-    expect(run.bytes).toBeGreaterThan(64 * 1024);
+    // The shared layer once, each of the ten images' own layer, configs and manifests.
+    expect(run.bytes, JSON.stringify(run.tagResults)).toBeGreaterThan(64 * 1024 + 10 * 8 * 1024);
     expect(run.tagResults?.filter((t) => t.status === 'synced').map((t) => t.tag).sort()).toEqual(expected);
   });
 

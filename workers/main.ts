@@ -62,7 +62,17 @@ export async function startWorkers(config: Config, opts: WorkerOptions, services
     workers.push(await Worker.create({ connection, namespace, taskQueue: TASK_QUEUES.control, activities, ...workflowSource }));
   }
   if (opts.mirror) {
-    workers.push(await Worker.create({ connection, namespace, taskQueue: TASK_QUEUES.mirror, activities }));
+    workers.push(
+      await Worker.create({
+        connection,
+        namespace,
+        taskQueue: TASK_QUEUES.mirror,
+        activities,
+        // Syncs heartbeat every few seconds; a cancel (sync-cancel) reaches a copy that quickly.
+        defaultHeartbeatThrottleInterval: '2 seconds',
+        maxHeartbeatThrottleInterval: '5 seconds',
+      }),
+    );
   }
   for (const loc of opts.copyLocations) {
     workers.push(

@@ -15,6 +15,7 @@
 // deliverMirrorNotification: one webhook delivery with retries, as an abandoned child so a slow
 // receiver never holds up (or is cancelled with) the sync.
 import {
+  ActivityCancellationType,
   ActivityFailure,
   ApplicationFailure,
   CancellationScope,
@@ -51,6 +52,9 @@ function upstreamActivities(attempts: number) {
     // The activities heartbeat while they work: a dead worker is noticed in a minute, and a
     // cancel reaches a running copy.
     heartbeatTimeout: '1 minute',
+    // A cancelled sync waits for its copies to stop before it rolls back, so no copy can move a
+    // tag after the rollback.
+    cancellationType: ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
     retry: { initialInterval: '1 second', backoffCoefficient: 2, maximumInterval: '30 seconds', maximumAttempts: attempts, nonRetryableErrorTypes: NON_RETRYABLE },
   });
 }
@@ -222,7 +226,10 @@ export async function mirrorSync(input: MirrorSyncInput): Promise<MirrorSyncResu
         show('SYNCING');
       }
     };
-    await Promise.all(Array.from({ length: Math.max(1, state.settings.tagParallelism) }, worker));
+    // allSettled: on a cancel every copy has stopped before the bookkeeping below runs.
+    const settled = await Promise.allSettled(Array.from({ length: Math.max(1, state.settings.tagParallelism) }, worker));
+    const rejected = settled.find((r): r is PromiseRejectedResult => r.status === 'rejected');
+    if (rejected) throw rejected.reason;
 
     if (!stop && state.next < tags.length) {
       continueNow = true;

@@ -42,6 +42,11 @@ export class UpstreamRegistry {
   blobDelayMs = 0;
   /** Called for each request before it is forwarded. */
   onRequest: ((req: IncomingMessage) => void) | undefined;
+  /** Answers a request instead of the registry when it returns a response (e.g. a 429). */
+  intercept: ((method: string, path: string) => { status: number; headers?: Record<string, string> } | undefined) | undefined;
+  /** Requests being served right now, and the most there ever were at once (registry API only). */
+  inFlight = 0;
+  maxInFlight = 0;
   private process: ManagedProcess | undefined;
   private proxy: Server | undefined;
   private readonly tokens = new Set<string>();
@@ -171,6 +176,22 @@ export class UpstreamRegistry {
       headers.authorization = basic;
     }
     this.onRequest?.(req);
+    const canned = this.intercept?.(req.method ?? 'GET', url.pathname);
+    if (canned) {
+      this.requests.push({ method: req.method ?? 'GET', path: url.pathname, status: canned.status });
+      res.writeHead(canned.status, { 'content-type': 'application/json', ...canned.headers }).end('{"errors":[{"code":"TOOMANYREQUESTS"}]}');
+      return;
+    }
+    this.inFlight++;
+    this.maxInFlight = Math.max(this.maxInFlight, this.inFlight);
+    let counted = true;
+    const done = () => {
+      if (counted) {
+        counted = false;
+        this.inFlight--;
+      }
+    };
+    res.once('close', done);
     if (this.blobDelayMs > 0 && req.method === 'GET' && url.pathname.includes('/blobs/')) {
       await new Promise((r) => setTimeout(r, this.blobDelayMs));
     }
