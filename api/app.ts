@@ -6,6 +6,9 @@ import { healthRoutes } from './health.ts';
 import { metricsRoute } from './metrics.ts';
 import { mirrorRoutes } from './v1/mirror.ts';
 import { notificationRoutes } from './v1/notifications.ts';
+import { accountRoutes } from './v1/accounts.ts';
+import { operationRoutes } from './v1/operations.ts';
+import { repositoryRoutes } from './v1/repositories.ts';
 import { tokenEndpoint } from './token.ts';
 import { v2Routes } from './v2/routes.ts';
 
@@ -29,7 +32,12 @@ export function createApp(s: Services): Koa {
   app.use(metricsRoute(s));
   app.use(tokenEndpoint(s));
   app.use(v2Routes(s));
+  // Mirror and notification routes first: the generic repository routes would take their paths
+  // for repository names.
   app.use(mirrorRoutes(s));
   app.use(notificationRoutes(s));
+  app.use(accountRoutes(s));
+  app.use(repositoryRoutes(s));
+  app.use(operationRoutes(s));
   return app;
 }

@@ -3,21 +3,14 @@
 import { and, eq } from 'drizzle-orm';
 import type { DbOrTx } from '../db/client.ts';
 import { namespaceMembers, namespaces, robots, users } from '../db/schema.ts';
+import { DomainError } from '../platform/errors.ts';
 import { generateToken, hashPassword, tokenHash } from './passwords.ts';
 
 /** Quay's namespace rule: lowercase letters, digits, `_` and `-`, 2–255 characters. */
 export const NAMESPACE_NAME = /^[a-z0-9][a-z0-9_-]{1,254}$/;
 export const ROBOT_SHORT_NAME = /^[a-z][a-z0-9_]{1,254}$/;
 
-export class AccountError extends Error {
-  constructor(
-    readonly kind: 'invalid' | 'conflict' | 'not_found',
-    message: string,
-  ) {
-    super(message);
-    this.name = 'AccountError';
-  }
-}
+export class AccountError extends DomainError {}
 
 function checkNamespaceName(name: string): void {
   if (!NAMESPACE_NAME.test(name)) {
@@ -65,27 +58,31 @@ export async function userByName(tx: DbOrTx, username: string): Promise<UserRow 
   return u;
 }
 
-/** Creates a robot `<namespace>+<short>`, or, when it exists, returns it with a new token. */
+/** Creates a robot `<namespace>+<short>` with a new token (shown once). A robot that exists
+ * already is a conflict, as in Quay. */
 export async function createRobot(
   tx: DbOrTx,
   input: { namespace: NamespaceRow; shortName: string; description?: string },
-): Promise<{ robot: RobotRow; name: string; token: string; created: boolean }> {
+): Promise<{ robot: RobotRow; name: string; token: string }> {
   if (!ROBOT_SHORT_NAME.test(input.shortName)) {
     throw new AccountError('invalid', `"${input.shortName}" is not a valid robot name: lowercase letters, digits and "_", starting with a letter`);
   }
+  if ((input.description ?? '').length > 255) throw new AccountError('invalid', 'description: at most 255 characters');
   const token = generateToken();
   const [robot] = await tx
     .insert(robots)
     .values({ namespaceId: input.namespace.id, shortName: input.shortName, description: input.description ?? '', tokenHash: tokenHash(token) })
     .onConflictDoNothing()
     .returning();
-  if (robot) return { robot, name: robotName(input.namespace.name, robot.shortName), token, created: true };
-  const [existing] = await tx
-    .update(robots)
-    .set({ tokenHash: tokenHash(token), ...(input.description === undefined ? {} : { description: input.description }) })
-    .where(and(eq(robots.namespaceId, input.namespace.id), eq(robots.shortName, input.shortName)))
-    .returning();
-  return { robot: existing!, name: robotName(input.namespace.name, existing!.shortName), token, created: false };
+  if (!robot) throw new AccountError('conflict', `Existing robot with name: ${robotName(input.namespace.name, input.shortName)}`);
+  return { robot, name: robotName(input.namespace.name, robot.shortName), token };
+}
+
+/** A new token for an existing robot; the old one stops working at once. */
+export async function regenerateRobotToken(tx: DbOrTx, robotId: number): Promise<string> {
+  const token = generateToken();
+  await tx.update(robots).set({ tokenHash: tokenHash(token) }).where(eq(robots.id, robotId));
+  return token;
 }
 
 export function robotName(namespace: string, shortName: string): string {

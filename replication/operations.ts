@@ -201,13 +201,19 @@ export async function startBackfill(s: Services, input: BackfillInput): Promise<
   return { workflowId, runId: handle.firstExecutionRunId, started: true };
 }
 
-export async function backfillProgress(s: Services, location: string | undefined): Promise<{ status: string; progress: BackfillProgress | null }> {
+export async function backfillProgress(
+  s: Services,
+  location: string | undefined,
+): Promise<{ status: string; progress: BackfillProgress | null; totalBlobs: number }> {
   const handle = s.temporal.client.workflow.getHandle(WORKFLOW_IDS.backfill(location));
+  // Blobs to scan, for a progress bar (the workflow walks them by id and does not count ahead).
+  const [count] = await s.db.execute<{ n: number }>(sql`select count(*)::int as n from blobs`);
+  const totalBlobs = count?.n ?? 0;
   try {
     const d = await handle.describe();
-    if (d.status.name === 'COMPLETED') return { status: 'COMPLETED', progress: (await handle.result()) as BackfillProgress };
-    if (d.status.name === 'RUNNING') return { status: 'RUNNING', progress: await handle.query<BackfillProgress>('progress') };
-    return { status: d.status.name, progress: null };
+    if (d.status.name === 'COMPLETED') return { status: 'COMPLETED', progress: (await handle.result()) as BackfillProgress, totalBlobs };
+    if (d.status.name === 'RUNNING') return { status: 'RUNNING', progress: await handle.query<BackfillProgress>('progress'), totalBlobs };
+    return { status: d.status.name, progress: null, totalBlobs };
   } catch (e) {
     if (e instanceof WorkflowNotFoundError) throw new OperationError('not_found', 'no backfill has run');
     throw e;

@@ -15,54 +15,9 @@
 // environment variable named by --password-env, or from standard input with --password-stdin.
 // Errors are one line on stderr and a non-zero exit.
 import { Command, CommanderError, Option } from 'commander';
+import { api, apiTargetFromEnv, CliError, type ApiTarget, type CliIo } from '../client.ts';
 
-export interface ApiTarget {
-  url: string;
-  authorization?: string;
-}
-
-/** MERIDIAN_URL; MERIDIAN_TOKEN (an API token) or MERIDIAN_USERNAME + MERIDIAN_PASSWORD. */
-export function apiTargetFromEnv(env: Record<string, string | undefined>): ApiTarget {
-  const url = (env.MERIDIAN_URL ?? 'http://127.0.0.1:5000').replace(/\/+$/, '');
-  if (env.MERIDIAN_TOKEN) return { url, authorization: `Bearer ${env.MERIDIAN_TOKEN}` };
-  if (env.MERIDIAN_USERNAME) return { url, authorization: `Basic ${Buffer.from(`${env.MERIDIAN_USERNAME}:${env.MERIDIAN_PASSWORD ?? ''}`).toString('base64')}` };
-  return { url };
-}
-
-export interface CliIo {
-  env: Record<string, string | undefined>;
-  out: (line: string) => void;
-  err: (line: string) => void;
-  /** All of standard input (for --password-stdin). */
-  readStdin: () => Promise<string>;
-}
-
-class CliError extends Error {}
-
-async function api(target: ApiTarget, method: string, path: string, body?: unknown): Promise<{ status: number; json: unknown }> {
-  let r: Response;
-  try {
-    r = await fetch(`${target.url}/api/v1${path}`, {
-      method,
-      headers: { ...(target.authorization ? { Authorization: target.authorization } : {}), ...(body === undefined ? {} : { 'Content-Type': 'application/json' }) },
-      body: body === undefined ? undefined : JSON.stringify(body),
-    });
-  } catch (e) {
-    throw new CliError(`cannot reach ${target.url}: ${(e as Error).cause instanceof Error ? ((e as Error).cause as Error).message : (e as Error).message}`);
-  }
-  const text = await r.text();
-  let json: unknown = undefined;
-  try {
-    json = text ? JSON.parse(text) : undefined;
-  } catch {
-    json = text;
-  }
-  if (r.status >= 400) {
-    const detail = (json as { detail?: string } | undefined)?.detail ?? (typeof json === 'string' && json ? json : r.statusText);
-    throw new CliError(`${r.status} ${detail}`);
-  }
-  return { status: r.status, json };
-}
+export { apiTargetFromEnv, type ApiTarget, type CliIo } from '../client.ts';
 
 function repoPath(repo: string): string {
   if (!/^[a-z0-9][^/\s]*\/\S+$/.test(repo)) throw new CliError(`"${repo}" is not a repository; write namespace/name`);

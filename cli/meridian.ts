@@ -1,0 +1,76 @@
+// The `meridian` command line: a client of the management API.
+//
+//   meridian [--url URL] <command> …     (MERIDIAN_URL; MERIDIAN_USERNAME + MERIDIAN_PASSWORD,
+//                                          or MERIDIAN_TOKEN, say who you are)
+//
+// Errors are one line on stderr with a non-zero exit: 2 for usage, 1 when the server refused.
+import { createInterface } from 'node:readline/promises';
+import { Command, CommanderError } from 'commander';
+import { accountCommands } from './commands/accounts.ts';
+import { mirrorCommand } from './commands/mirror.ts';
+import { replicationCommands } from './commands/replication.ts';
+import { repoCommands } from './commands/repos.ts';
+import { secretCommands } from './commands/secrets.ts';
+import { apiTargetFromEnv, type ApiTarget, CliError, type CliIo } from './client.ts';
+
+export function buildProgram(io: CliIo): Command {
+  const program = new Command('meridian')
+    .description('Meridian registry administration')
+    .option('--url <url>', 'the registry (default: MERIDIAN_URL or http://127.0.0.1:5000)')
+    .option('--username <name>', 'who you are (default: MERIDIAN_USERNAME); the password comes from MERIDIAN_PASSWORD');
+  const target = (): ApiTarget => {
+    const o = program.opts<{ url?: string; username?: string }>();
+    return apiTargetFromEnv({ ...io.env, ...(o.url ? { MERIDIAN_URL: o.url } : {}), ...(o.username ? { MERIDIAN_USERNAME: o.username } : {}) });
+  };
+  for (const c of [...accountCommands(io, target), repoCommands(io, target), ...replicationCommands(io, target), secretCommands(io, target), mirrorCommand(io, target)]) {
+    program.addCommand(c);
+  }
+  // Every command, however deep, reports through io and never exits the process itself.
+  const configure = (c: Command) => {
+    c.exitOverride().configureOutput({ writeOut: (s) => io.out(s.trimEnd()), writeErr: (s) => io.err(s.trimEnd()) });
+    c.commands.forEach(configure);
+  };
+  configure(program);
+  return program;
+}
+
+export async function runCli(argv: string[], io: CliIo): Promise<number> {
+  try {
+    await buildProgram(io).parseAsync(argv, { from: 'user' });
+    return 0;
+  } catch (e) {
+    if (e instanceof CommanderError) return e.exitCode === 0 ? 0 : 2;
+    if (e instanceof CliError) {
+      io.err(`meridian: ${e.message}`);
+      return e.exitCode;
+    }
+    io.err(`meridian: ${(e as Error).message}`);
+    return 1;
+  }
+}
+
+if (import.meta.url === `file://${process.argv[1]}`) {
+  const io: CliIo = {
+    env: process.env,
+    out: (line) => process.stdout.write(`${line}\n`),
+    err: (line) => process.stderr.write(`${line}\n`),
+    readStdin: async () => {
+      const chunks: Buffer[] = [];
+      for await (const c of process.stdin) chunks.push(c as Buffer);
+      return Buffer.concat(chunks).toString('utf8');
+    },
+    isTTY: process.stderr.isTTY === true,
+    confirm: process.stdin.isTTY
+      ? async (question) => {
+          const rl = createInterface({ input: process.stdin, output: process.stderr });
+          try {
+            const a = (await rl.question(question)).trim().toLowerCase();
+            return question.includes('[Y/n]') ? a === '' || a.startsWith('y') : a.startsWith('y');
+          } finally {
+            rl.close();
+          }
+        }
+      : undefined,
+  };
+  runCli(process.argv.slice(2), io).then((code) => process.exit(code));
+}
