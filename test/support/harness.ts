@@ -106,3 +106,8 @@ export async function createTestUser(prefix = 'user'): Promise<{ username: strin
   }
   return { username, password, authorization: `Basic ${Buffer.from(`${username}:${password}`).toString('base64')}` };
 }
+
+/** Basic credentials header for a user or robot. */
+export function basic(name: string, secret: string): string {
+  return `Basic ${Buffer.from(`${name}:${secret}`).toString('base64')}`;
+}

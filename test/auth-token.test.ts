@@ -1,0 +1,135 @@
+// The Docker token flow: challenges, the token endpoint, scopes, refresh tokens.
+import { randomBytes } from 'node:crypto';
+import { SignJWT } from 'jose';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { createRobot, namespaceByName } from '../auth/accounts.ts';
+import { setPermission } from '../auth/grants.ts';
+import { createRepository } from '../registry/repositories.ts';
+import { basic, createTestUser, startTestApi } from './support/harness.ts';
+import { OciClient, pushRandomImage } from './support/oci-client.ts';
+
+type Api = Awaited<ReturnType<typeof startTestApi>>;
+
+function claims(token: string): { access: { type: string; name: string; actions: string[] }[]; sub: string; exp: number; iat: number } {
+  return JSON.parse(Buffer.from(token.split('.')[1]!, 'base64url').toString());
+}
+
+describe('registry token authentication', () => {
+  let api: Api;
+  let owner: Awaited<ReturnType<typeof createTestUser>>;
+  let reader: Awaited<ReturnType<typeof createTestUser>>;
+  let repo: string;
+  let robot: { name: string; token: string };
+
+  beforeAll(async () => {
+    api = await startTestApi();
+    owner = await createTestUser('tok-owner');
+    reader = await createTestUser('tok-reader');
+    repo = `${owner.username}/private`;
+    await pushRandomImage(new OciClient({ baseUrl: api.url, authorization: owner.authorization }), repo, 'v1');
+    const r = await createRepository(api.services.db, { fullName: repo }, 'return');
+    await setPermission(api.services.db, r, reader.username, 'read');
+    const ns = (await namespaceByName(api.services.db, owner.username))!;
+    robot = await api.services.db.transaction((tx) => createRobot(tx, { namespace: ns, shortName: 'ci' }));
+    await setPermission(api.services.db, r, robot.name, 'write');
+  });
+  afterAll(async () => api?.close());
+
+  const service = () => new URL(api.url).host;
+  const token = async (scopes: string[], authorization?: string, extra = '') => {
+    const q = scopes.map((s) => `scope=${encodeURIComponent(s)}`).join('&');
+    return fetch(`${api.url}/v2/auth?service=${service()}&${q}${extra}`, { headers: authorization ? { Authorization: authorization } : {} });
+  };
+
+  it('challenges clients without credentials with realm, service and scope', async () => {
+    const ping = await fetch(`${api.url}/v2/`);
+    expect(ping.status).toBe(401);
+    expect(ping.headers.get('www-authenticate')).toBe(`Bearer realm="${api.url}/v2/auth",service="${service()}"`);
+    const tags = await fetch(`${api.url}/v2/${repo}/tags/list`);
+    expect(tags.status).toBe(401);
+    expect(tags.headers.get('www-authenticate')).toBe(`Bearer realm="${api.url}/v2/auth",service="${service()}",scope="repository:${repo}:pull"`);
+    expect(((await tags.json()) as { errors: { code: string }[] }).errors[0]!.code).toBe('UNAUTHORIZED');
+  });
+
+  it('issues a signed, short-lived token with only the actions the principal may have', async () => {
+    const r = await token([`repository:${repo}:pull,push,delete`], reader.authorization);
+    expect(r.status).toBe(200);
+    const body = (await r.json()) as { token: string; access_token: string; expires_in: number; issued_at: string };
+    expect(body.access_token).toBe(body.token);
+    expect(body.expires_in).toBe(300);
+    const c = claims(body.token);
+    expect(c.sub).toBe(reader.username);
+    expect(c.exp - c.iat).toBe(300);
+    expect(c.access).toEqual([{ type: 'repository', name: repo, actions: ['pull'] }]);
+    // The token pulls; it does not push.
+    const pull = await fetch(`${api.url}/v2/${repo}/manifests/v1`, { headers: { Authorization: `Bearer ${body.token}` } });
+    expect(pull.status).toBe(200);
+    const push = await fetch(`${api.url}/v2/${repo}/blobs/uploads/`, { method: 'POST', headers: { Authorization: `Bearer ${body.token}` } });
+    expect(push.status).toBe(403);
+  });
+
+  it('asks for a new token when a token lacks a scope the principal has', async () => {
+    const onlyPull = ((await (await token([`repository:${repo}:pull`], owner.authorization)).json()) as { token: string }).token;
+    const push = await fetch(`${api.url}/v2/${repo}/blobs/uploads/`, { method: 'POST', headers: { Authorization: `Bearer ${onlyPull}` } });
+    expect(push.status).toBe(401);
+    expect(push.headers.get('www-authenticate')).toContain(`scope="repository:${repo}:pull,push",error="insufficient_scope"`);
+  });
+
+  it('accepts robots by name and token, granting what the robot was granted', async () => {
+    const r = await token([`repository:${repo}:pull,push,delete`], basic(robot.name, robot.token));
+    expect(claims(((await r.json()) as { token: string }).token).access[0]!.actions).toEqual(['pull', 'push']);
+    expect((await token([`repository:${repo}:pull`], basic(robot.name, 'wrong'))).status).toBe(401);
+  });
+
+  it('gives anonymous clients tokens with nothing on private repositories', async () => {
+    const r = await token([`repository:${repo}:pull`]);
+    expect(r.status).toBe(200);
+    expect(claims(((await r.json()) as { token: string }).token).access).toEqual([{ type: 'repository', name: repo, actions: [] }]);
+  });
+
+  it('refuses wrong passwords at the token endpoint', async () => {
+    const r = await token([`repository:${repo}:pull`], basic(owner.username, 'not-the-password'));
+    expect(r.status).toBe(401);
+  });
+
+  it('hands out refresh tokens (offline_token, access_type=offline) and trades them for access tokens', async () => {
+    const first = (await (await token([`repository:${repo}:pull`], owner.authorization, '&offline_token=true')).json()) as { refresh_token: string };
+    expect(first.refresh_token).toMatch(/^[A-Za-z0-9_-]{40,}$/);
+    const form = (params: Record<string, string>) =>
+      fetch(`${api.url}/v2/auth`, { method: 'POST', headers: { 'Content-Type': 'application/x-www-form-urlencoded' }, body: new URLSearchParams(params).toString() });
+    const refreshed = await form({ grant_type: 'refresh_token', refresh_token: first.refresh_token, service: service(), scope: `repository:${repo}:pull,push`, client_id: 'docker' });
+    expect(refreshed.status).toBe(200);
+    const body = (await refreshed.json()) as { access_token: string; scope: string };
+    expect(claims(body.access_token).access[0]!.actions).toEqual(['pull', 'push']);
+    expect(body.scope).toBe(`repository:${repo}:pull,push`);
+    const pw = await form({ grant_type: 'password', username: owner.username, password: owner.password, service: service(), scope: `repository:${repo}:pull`, access_type: 'offline', client_id: 'podman' });
+    expect(((await pw.json()) as { refresh_token?: string }).refresh_token).toBeTruthy();
+    expect((await form({ grant_type: 'refresh_token', refresh_token: 'nope', service: service() })).status).toBe(401);
+    expect((await form({ grant_type: 'client_credentials' })).status).toBe(400);
+  });
+
+  it('refuses expired, forged and malformed tokens with a challenge, never a 5xx', async () => {
+    const now = Math.floor(Date.now() / 1000);
+    const forged = await new SignJWT({ access: [{ type: 'repository', name: repo, actions: ['pull'] }], mp: { k: 'u', id: 1, n: 'x' } })
+      .setProtectedHeader({ alg: 'HS256' })
+      .setIssuer('meridian')
+      .setAudience(service())
+      .setIssuedAt(now)
+      .setExpirationTime(now + 60)
+      .sign(randomBytes(32));
+    const expired = await new SignJWT({ access: [{ type: 'repository', name: repo, actions: ['pull'] }], mp: { k: 'a' } })
+      .setProtectedHeader({ alg: 'HS256' })
+      .setIssuer('meridian')
+      .setAudience(service())
+      .setIssuedAt(now - 1000)
+      .setExpirationTime(now - 500)
+      .sign(api.config.tokenSigningKey);
+    for (const header of [`Bearer ${forged}`, `Bearer ${expired}`, 'Bearer not.a.jwt', 'Basic !!!', 'Basic ' + 'A'.repeat(9000), 'Digest x']) {
+      const r = await fetch(`${api.url}/v2/${repo}/tags/list`, { headers: { Authorization: header } });
+      expect(r.status, header.slice(0, 30)).toBe(401);
+    }
+    const bad = await token(['repository:UPPER:pull', 'nonsense', `repository:${repo}:`, 'registry:catalog:*'], owner.authorization);
+    expect(bad.status).toBe(200);
+    expect(claims(((await bad.json()) as { token: string }).token).access).toEqual([{ type: 'registry', name: 'catalog', actions: ['*'] }]);
+  });
+});
