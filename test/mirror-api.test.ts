@@ -9,6 +9,9 @@ import type { RunningApi } from '../api/server.ts';
 import { createRobot, namespaceByName, userByName } from '../auth/accounts.ts';
 import { mirrorConfigs, repositories, repositoryPermissions, webhookSubscriptions } from '../db/schema.ts';
 import { createMirrorConfig, passwordContext } from '../mirror/config.ts';
+import { resealMirrorSecrets } from '../mirror/secrets.ts';
+import { secretContext } from '../mirror/webhooks.ts';
+import { SecretBox } from '../security/secretbox.ts';
 import { createRepository, type Repository } from '../registry/repositories.ts';
 import { createTestUser, startTestApi } from './support/harness.ts';
 import { OciClient, sha256 } from './support/oci-client.ts';
@@ -240,5 +243,33 @@ describe('mirror API (Quay-compatible)', () => {
     // Pulls follow normal permissions: the writer can read.
     const pulled = await asWriter.pullBlob(repo.fullName, sha256(blob));
     expect(pulled.status).toBe(200);
+  });
+
+  it('re-seals upstream passwords and webhook secrets with a new key (secrets rotate)', async () => {
+    const s = api.services;
+    const fresh = await createRepository(s.db, { fullName: `${owner.username}/rotate-${randomBytes(3).toString('hex')}` });
+    const oldKey = randomBytes(32);
+    const newKey = randomBytes(32);
+    const oldBox = new SecretBox(oldKey);
+    await createMirrorConfig({ db: s.db, secrets: oldBox, config: { mirrorRollbackDefault: false, mirrorAllowedHosts: [] } }, fresh, valid());
+    const { createSubscription } = await import('../mirror/webhooks.ts');
+    const { UpstreamHostPolicy } = await import('../mirror/reference.ts');
+    const { row: sub, secret } = await createSubscription({ db: s.db, secrets: oldBox, policy: new UpstreamHostPolicy(['127.0.0.1']) }, fresh, {
+      event: 'repo_mirror_sync_success',
+      method: 'webhook',
+      config: { url: 'http://127.0.0.1:9/x' },
+    });
+    const rotating = new SecretBox(newKey, oldKey);
+    const result = await resealMirrorSecrets(s.db, rotating);
+    expect(result.mirrorPasswords).toBeGreaterThanOrEqual(1);
+    expect(result.webhookSecrets).toBeGreaterThanOrEqual(1);
+    // Only the new key is needed afterwards.
+    const onlyNew = new SecretBox(newKey);
+    const [cfg] = await s.db.select().from(mirrorConfigs).where(eq(mirrorConfigs.repositoryId, fresh.id));
+    expect(onlyNew.open(cfg!.passwordEnc!, passwordContext(fresh.id))).toBe('s3cret-upstream-pw');
+    const [row] = await s.db.select().from(webhookSubscriptions).where(eq(webhookSubscriptions.id, sub.id));
+    expect(onlyNew.open(row!.secretEnc, secretContext(sub.id))).toBe(secret);
+    // Rows sealed with a key nobody has any more are reported, not lost.
+    expect(result.failed.every((f) => /^(mirror_configs|webhook_subscriptions) /.test(f))).toBe(true);
   });
 });

@@ -1,6 +1,10 @@
 // `meridian mirror create|show|update|sync|cancel|runs|delete` against a running API: output,
 // one-line errors, exit codes, and a password that never needs to be on the command line.
+import { execFile } from 'node:child_process';
+import path from 'node:path';
+import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { PROJECT_ROOT } from '../devstack/tools.ts';
 import type { RunningApi } from '../api/server.ts';
 import { createRobot, namespaceByName } from '../auth/accounts.ts';
 import { runMirrorCli } from '../cli/commands/mirror.ts';
@@ -94,5 +98,17 @@ describe('meridian mirror (CLI)', () => {
     expect(unreachable.err).toMatch(/^meridian: cannot reach http:\/\/127\.0\.0\.1:9/);
     expect((await cli(['frobnicate'])).code).not.toBe(0);
     expect((await cli(['show', 'not-a-repo'])).err).toBe('meridian: "not-a-repo" is not a repository; write namespace/name');
+  });
+
+  it('is a command of bin/meridian', async () => {
+    const run = promisify(execFile);
+    const env = { ...process.env, MERIDIAN_URL: api.url, MERIDIAN_USERNAME: user.username, MERIDIAN_PASSWORD: user.password };
+    const bin = path.join(PROJECT_ROOT, 'bin', 'meridian');
+    const created = await run(bin, ['mirror', 'create', repo, '--upstream', 'registry.example.com/x/y', '--robot', robot, '--tags', '*'], { env });
+    expect(created.stdout.trim()).toBe(`created the mirror of ${repo}`);
+    const failed = await run(bin, ['mirror', 'create', repo, '--upstream', 'registry.example.com/x/y', '--robot', robot, '--tags', '*'], { env }).catch((e: { code: number; stderr: string }) => e);
+    expect((failed as { code: number }).code).not.toBe(0);
+    expect((failed as { stderr: string }).stderr.trim().split('\n')).toHaveLength(1);
+    expect((failed as { stderr: string }).stderr).toMatch(/409/);
   });
 });
