@@ -1,24 +1,19 @@
 // Adding a fourth location and backfilling it; removing a location safely, and refusing to when a
 // blob exists nowhere else and cannot be copied.
 import { createHash, randomBytes } from 'node:crypto';
-import { mkdtempSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import path from 'node:path';
 import { Client, Connection, WorkflowFailedError } from '@temporalio/client';
 import { eq, sql } from 'drizzle-orm';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { blobPlacements, blobs, storageLocations } from '../db/schema.ts';
-import { freePort } from '../devstack/ports.ts';
-import type { ManagedProcess } from '../devstack/process.ts';
-import { s3Server } from '../devstack/s3.ts';
 import { addLocation, replicationSummary, startBackfill, startLocationRemoval } from '../replication/operations.ts';
 import { blobKey } from '../storage/paths.ts';
-import { S3Driver } from '../storage/s3.ts';
+import { type S3Driver } from '../storage/s3.ts';
 import type { RunningWorkers } from '../workers/main.ts';
 import type { BackfillProgress } from '../workflows/backfill.ts';
 import type { RemoveLocationProgress } from '../workflows/remove-location.ts';
 import { createTestUser, startTestApi, startTestWorkers, stackInfo, testDatabase } from './support/harness.ts';
 import { OciClient } from './support/oci-client.ts';
+import { startExtraRegion, type ExtraRegion } from './support/extra-region.ts';
 
 const BUCKET = 'extra';
 
@@ -29,24 +24,16 @@ describe('backfill and site removal', () => {
   let extraWorkers: RunningWorkers;
   let temporal: Client;
   let connection: Connection;
-  const servers: ManagedProcess[] = [];
-  const drivers: S3Driver[] = [];
+  const regions: ExtraRegion[] = [];
   let client: OciClient;
   let repo: string;
 
-  /** A fifth S3 server as a new location, registered with stored (encrypted) credentials. */
+  /** A new S3 server registered as a location with stored (encrypted) credentials. */
   async function newRegion(name: string, replicateByDefault: boolean): Promise<S3Driver> {
-    const port = await freePort();
-    const dir = mkdtempSync(path.join(tmpdir(), `meridian-${name}-`));
-    const creds = { accessKeyId: `key-${name}`, secretAccessKey: randomBytes(12).toString('hex') };
-    const server = s3Server({ region: name, port, dataDir: dir, logFile: path.join(dir, 'log'), ...creds });
-    await server.start();
-    servers.push(server);
-    const driver = new S3Driver({ name, endpoint: `http://127.0.0.1:${port}`, region: 'us-east-1', bucket: BUCKET, ...creds });
-    await driver.ensureBucket();
-    drivers.push(driver);
-    await addLocation(api.services, { name, region: name, endpoint: `http://127.0.0.1:${port}`, bucket: BUCKET, replicateByDefault, credentials: creds });
-    return driver;
+    const region = await startExtraRegion(name, BUCKET);
+    regions.push(region);
+    await addLocation(api.services, { name, region: name, endpoint: region.endpoint, bucket: BUCKET, replicateByDefault, credentials: region.credentials });
+    return region.driver;
   }
 
   beforeAll(async () => {
@@ -71,8 +58,7 @@ describe('backfill and site removal', () => {
     await extraWorkers?.stop();
     await workers?.stop();
     await api?.close();
-    for (const d of drivers) d.close();
-    for (const s of servers) await s.stop();
+    for (const r of regions) await r.stop();
     await connection?.close();
     await database.close();
   });
@@ -131,7 +117,7 @@ describe('backfill and site removal', () => {
     expect(await database.db.select().from(storageLocations).where(eq(storageLocations.name, 'sa-east'))).toEqual([]);
     expect(await placementsAt('sa-east')).toBe(0);
     expect(await blobsHeldSomewhere()).toBe(before);
-    expect(await drivers[0]!.list('sha256/')).toEqual([]);
+    expect(await regions[0]!.driver.list('sha256/')).toEqual([]);
   });
 
   it('copies a blob held only by the location before removing it', async () => {
