@@ -51,6 +51,8 @@ export interface Config {
   mirrorUpstreamConcurrency: number;
   /** Attempts at one tag before it counts as failed (transient upstream errors, Retry-After). */
   mirrorTagAttempts: number;
+  /** Tags one sync workflow run handles before it continues as new (bounds its history). */
+  mirrorTagsPerRun: number;
   /** A name for this instance in logs and metrics. */
   instanceName: string;
   logLevel: string;
@@ -173,6 +175,7 @@ export function loadConfig(env: Env = process.env): Config {
     mirrorTagParallelism: int(env, 'MERIDIAN_MIRROR_TAG_PARALLELISM', 4, 1, 64),
     mirrorUpstreamConcurrency: int(env, 'MERIDIAN_MIRROR_UPSTREAM_CONCURRENCY', 8, 1, 256),
     mirrorTagAttempts: int(env, 'MERIDIAN_MIRROR_TAG_ATTEMPTS', 5, 1, 100),
+    mirrorTagsPerRun: int(env, 'MERIDIAN_MIRROR_TAGS_PER_RUN', 300, 1, 5000),
     instanceName: str(env, 'MERIDIAN_INSTANCE_NAME', storagePreference[0] ?? 'meridian'),
     logLevel: str(env, 'LOG_LEVEL', 'info'),
   };

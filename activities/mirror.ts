@@ -1,6 +1,7 @@
 // Mirror activities. Those that read the upstream run on the mirror task queue (network-heavy);
 // the bookkeeping ones run on the control queue. Upstream credentials are opened here, from the
 // database, and never pass through workflow inputs or results (which the Temporal UI shows).
+import { setMaxListeners } from 'node:events';
 import { ApplicationFailure, Context } from '@temporalio/activity';
 import type { Services } from '../platform/services.ts';
 import { passwordContext } from '../mirror/config.ts';
@@ -29,6 +30,7 @@ export const MIRROR_FAILURES = {
 export interface MirrorSettings {
   tagParallelism: number;
   tagAttempts: number;
+  tagsPerRun: number;
 }
 
 export interface PlanResult {
@@ -114,7 +116,7 @@ export function createMirrorActivities(s: Services) {
 
     async beginMirrorRun(input: { repository: string; workflowId: string; runId: string }): Promise<BeginResult & { settings: MirrorSettings }> {
       const begun = await beginRun(s.db, input);
-      return { ...begun, settings: { tagParallelism: s.config.mirrorTagParallelism, tagAttempts: s.config.mirrorTagAttempts } };
+      return { ...begun, settings: { tagParallelism: s.config.mirrorTagParallelism, tagAttempts: s.config.mirrorTagAttempts, tagsPerRun: s.config.mirrorTagsPerRun } };
     },
 
     /** Lists the upstream's tags (every page) and keeps those matching the globs. */
@@ -146,6 +148,8 @@ export function createMirrorActivities(s: Services) {
       const actx = Context.current();
       // Also while waiting on a slow upstream or for a host slot: a cancel is learnt from a heartbeat.
       const beat = setInterval(() => actx.heartbeat(), 3000);
+      // Each concurrent request of the copy listens on the signal: more than Node's default ten.
+      setMaxListeners(64, actx.cancellationSignal);
       try {
         const result = await copyTag(
           { s, repo: ctx.repo, upstream: client, heartbeat: () => actx.heartbeat(), signal: actx.cancellationSignal, flights },

@@ -17,6 +17,7 @@ import { linkedBlob } from '../registry/blobs.ts';
 import { type Descriptor, manifestByDigest, manifestByTag, parseManifest, type ParsedManifest, putManifest, setTag } from '../registry/manifests.ts';
 import type { Repository } from '../registry/repositories.ts';
 import { putBlobToPreferred } from '../registry/uploads.ts';
+import { sleep } from './semaphore.ts';
 import { UpstreamError, type UpstreamClient } from './upstream.ts';
 
 export type TagOutcome = 'synced' | 'unchanged' | 'gone' | 'failed' | 'deleted';
@@ -60,13 +61,6 @@ export class BlobFlights {
 }
 
 const LOCK_TTL_MS = 60_000;
-
-async function sleep(ms: number, signal?: AbortSignal): Promise<void> {
-  await new Promise<void>((resolve, reject) => {
-    const t = setTimeout(resolve, ms);
-    signal?.addEventListener('abort', () => (clearTimeout(t), reject(signal.reason)), { once: true });
-  });
-}
 
 /** Across processes: a Redis lock per (repository, blob). Without Redis, each process fetches. */
 async function withBlobLock(c: CopyContext, digest: string, fetch: () => Promise<number>): Promise<number> {

@@ -17,7 +17,8 @@ describe('mirror schedules', () => {
   beforeAll(async () => {
     upstream = await startUpstreamRegistry();
     await fillRepository(upstream, 'team/tool', { tags: ['v1', 'v2', 'v3', 'v4', 'v5', 'v6'], multiArch: ['v2'] });
-    workers = await startTestWorkers({}, { MERIDIAN_MIRROR_ALLOWED_HOSTS: '127.0.0.1', MERIDIAN_MIRROR_TAG_ATTEMPTS: '2' });
+    // Four tags per workflow run: a six-tag sync continues as new once.
+    workers = await startTestWorkers({}, { MERIDIAN_MIRROR_ALLOWED_HOSTS: '127.0.0.1', MERIDIAN_MIRROR_TAG_ATTEMPTS: '2', MERIDIAN_MIRROR_TAGS_PER_RUN: '4' });
   });
 
   afterAll(async () => {
@@ -49,6 +50,11 @@ describe('mirror schedules', () => {
     const runs = await runsOf(s, cfg.id);
     expect(runs.every((r) => r.trigger === 'schedule')).toBe(true);
     expect(Object.keys(await localTags(s, f.repo.id)).sort()).toEqual(['v1', 'v2', 'v3', 'v4', 'v5', 'v6']);
+    // The first sync continued as new after four tags and finished the other two in its next run.
+    const first = runs[runs.length - 1]!;
+    const history = await s.temporal.client.workflow.getHandle(first.workflowId, first.runId).describe();
+    expect(history.status.name).toBe('CONTINUED_AS_NEW');
+    expect(first.tagResults?.filter((t) => t.status === 'synced')).toHaveLength(6);
 
     await updateMirrorConfig(s, repo, { is_enabled: false });
     await waitFor('the schedule paused', async () => (await schedule(f.repo.fullName).describe()).state.paused);

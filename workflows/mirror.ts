@@ -64,9 +64,6 @@ const notify = proxyActivities<Activities>({
   retry: { initialInterval: '2 seconds', backoffCoefficient: 2, maximumInterval: '5 minutes', maximumAttempts: 10, nonRetryableErrorTypes: ['WebhookRefused'] },
 });
 
-/** Tags handled by one workflow run before it continues as new (keeps the history small). */
-const TAGS_PER_RUN = 300;
-
 export interface MirrorSyncInput {
   repository: string;
   /** Set when a long run continues as new. */
@@ -78,7 +75,8 @@ interface MirrorSyncResume {
   upstream: string;
   externalReference: string;
   rollbackOnFailure: boolean;
-  settings: { tagParallelism: number; tagAttempts: number };
+  /** tagsPerRun: tags handled by one workflow run before it continues as new (keeps the history small). */
+  settings: { tagParallelism: number; tagAttempts: number; tagsPerRun: number };
   next: number;
   total: number;
   done: number;
@@ -206,7 +204,7 @@ export async function mirrorSync(input: MirrorSyncInput): Promise<MirrorSyncResu
     show('SYNCING');
 
     // Bounded parallelism; with rollback the first failed tag stops new ones (the run will be undone).
-    const stopAt = Math.min(tags.length, state.next + TAGS_PER_RUN);
+    const stopAt = Math.min(tags.length, state.next + Math.max(1, state.settings.tagsPerRun ?? 300));
     let stop = false;
     const worker = async () => {
       while (!stop && state.next < stopAt) {
