@@ -1,4 +1,3 @@
-/* eslint-disable @typescript-eslint/no-explicit-any -- JSON bodies of API responses */
 // The Quay-compatible mirror API and repository notifications over HTTP: field shapes, validation
 // (400 with a reason), conflicts, permissions (only repository admins), the write-only password
 // sealed at rest, and read-only mirror repositories on /v2.
