@@ -45,6 +45,8 @@ export interface CopyResult {
 /** What a copy heartbeats: enough to continue the multipart upload after a crash. */
 export interface CopyCheckpoint {
   source: string;
+  /** Shown in the Temporal UI with the rest of the heartbeat. */
+  target: string;
   uploadId: string;
   parts: CompletedPart[];
   /** Bytes covered by `parts`. */
@@ -171,6 +173,7 @@ export function createReplicationActivities(s: Services) {
         const b = boundaries.get(contiguous)!;
         latest = {
           source: source.name,
+          target: target.name,
           uploadId: writer.uploadId,
           parts: [...done.values()].filter((q) => q.partNumber <= contiguous).sort((x, y) => x.partNumber - y.partNumber),
           offset: b.end,

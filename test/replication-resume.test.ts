@@ -82,11 +82,14 @@ describe('resumable copies', () => {
     const handle = temporal.workflow.getHandle(`replicate/${digest}`);
     const checkpoint = async (): Promise<CopyCheckpoint | undefined> => {
       const d = await handle.describe().catch(() => undefined);
-      const pending = d?.raw.pendingActivities?.find((a) => a.activityType?.name === 'copyBlobToLocation' && a.heartbeatDetails?.payloads?.length);
-      const data = pending?.heartbeatDetails?.payloads?.[0]?.data;
-      if (!data) return undefined;
-      const cp = JSON.parse(Buffer.from(data).toString()) as CopyCheckpoint | null;
-      return cp && cp.parts ? cp : undefined;
+      // The copy into eu-west (the one whose worker we kill), not the one into ap-south.
+      for (const a of d?.raw.pendingActivities ?? []) {
+        const data = a.heartbeatDetails?.payloads?.[0]?.data;
+        if (a.activityType?.name !== 'copyBlobToLocation' || !data) continue;
+        const cp = JSON.parse(Buffer.from(data).toString()) as CopyCheckpoint | null;
+        if (cp?.target === 'eu-west' && cp.parts) return cp;
+      }
+      return undefined;
     };
     // Kill the worker once a good part of the copy is checkpointed.
     await expect.poll(async () => (await checkpoint())?.offset ?? 0, { timeout: 180_000, interval: 200 }).toBeGreaterThanOrEqual(256 * 1024 * 1024);
