@@ -3,7 +3,10 @@
 // mirrored by Meridian (all tags, sync-now → run finished), next to `skopeo sync --all` of the
 // same repository to a local directory, measured in the same run on the same machine.
 //
-//   npx tsx bench/mirror.ts [--tags 50] [--layer-kib 1024] [--base-kib 4096] [--parallelism 4]
+//   npx tsx bench/mirror.ts [--tags 50] [--layer-kib 1024] [--base-kib 4096] [--parallelism 4] [--no-copies]
+//
+// --no-copies runs no copy workers, so the mirrored blobs' replication to the other two regions
+// waits instead of competing with the mirror for the machine (shows what replication costs).
 import { execFile } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -26,13 +29,14 @@ const TAGS = arg('tags', 50);
 const LAYER = arg('layer-kib', 1024) * 1024;
 const BASE = arg('base-kib', 4096) * 1024;
 const PARALLELISM = arg('parallelism', 4);
+const COPIES = !process.argv.includes('--no-copies');
 
 const mib = (bytes: number) => (bytes / 1024 ** 2).toFixed(1);
 
 async function main(): Promise<void> {
   const tags = Array.from({ length: TAGS }, (_, i) => `v1.${i}`);
   const multi = tags.filter((_, i) => i % 5 === 0);
-  console.log(`bench: mirror ${TAGS} tags (${multi.length} two-platform indexes), ${mib(BASE)} MiB shared base layer + ${mib(LAYER)} MiB per image; tag parallelism ${PARALLELISM}`);
+  console.log(`bench: mirror ${TAGS} tags (${multi.length} two-platform indexes), ${mib(BASE)} MiB shared base layer + ${mib(LAYER)} MiB per image; tag parallelism ${PARALLELISM}${COPIES ? '' : ', replication copies not running'}`);
   const upstream = await startUpstreamRegistry();
   const eph = await startEphemeralStack({ name: 'benchmirror' });
   const config = loadConfig(
@@ -46,7 +50,7 @@ async function main(): Promise<void> {
   );
   const api = await startApi(config);
   // The mirror worker and the control worker; copies to the other regions run too, as in production.
-  const workers = await startWorkers(config, { control: true, mirror: true, copyLocations: ['us-east', 'eu-west', 'ap-south'] });
+  const workers = await startWorkers(config, { control: true, mirror: true, copyLocations: COPIES ? ['us-east', 'eu-west', 'ap-south'] : [] });
   const skopeoDir = mkdtempSync(path.join(tmpdir(), 'meridian-bench-skopeo-'));
   try {
     const t0 = performance.now();

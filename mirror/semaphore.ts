@@ -35,6 +35,16 @@ export function sleep(ms: number, signal?: AbortSignal): Promise<void> {
   });
 }
 
+/** Waiters in this process by semaphore key: a release here wakes them at once instead of
+ * leaving them to their backoff sleep (slots held by other processes are still polled). */
+const localWaiters = new Map<string, Set<() => void>>();
+
+function wakeLocal(key: string): void {
+  const waiters = localWaiters.get(key);
+  if (!waiters) return;
+  for (const w of waiters) w();
+}
+
 export class RedisSemaphore implements UpstreamLimiter {
   private warned = false;
 
@@ -61,8 +71,9 @@ export class RedisSemaphore implements UpstreamLimiter {
         return () => {};
       }
       if (got === 1) break;
-      // Back off a little more each time, with jitter, up to half a second.
-      await sleep(Math.min(500, 20 * 2 ** Math.min(attempt, 5)) * (0.5 + Math.random()), signal);
+      // Back off a little more each time, with jitter, up to half a second — or less, when a
+      // slot is released in this process.
+      await this.waitForSlot(Math.min(500, 20 * 2 ** Math.min(attempt, 5)) * (0.5 + Math.random()), signal);
     }
     // Long transfers keep their lease.
     const renew = setInterval(() => {
@@ -74,8 +85,25 @@ export class RedisSemaphore implements UpstreamLimiter {
       if (released) return;
       released = true;
       clearInterval(renew);
-      this.redis.zrem(this.key, token).catch(() => {});
+      this.redis
+        .zrem(this.key, token)
+        .catch(() => {})
+        .finally(() => wakeLocal(this.key));
     };
+  }
+
+  private async waitForSlot(ms: number, signal?: AbortSignal): Promise<void> {
+    let waiters = localWaiters.get(this.key);
+    if (!waiters) localWaiters.set(this.key, (waiters = new Set()));
+    let wake: () => void = () => {};
+    const woken = new Promise<void>((resolve) => (wake = resolve));
+    waiters.add(wake);
+    try {
+      await Promise.race([sleep(ms, signal), woken]);
+    } finally {
+      waiters.delete(wake);
+      if (waiters.size === 0) localWaiters.delete(this.key);
+    }
   }
 }
 
