@@ -14,7 +14,9 @@ note() { echo "setup: $*" >&2; }
 # ---------------------------------------------------------------- npm packages
 if [[ ! -d node_modules || ! -f node_modules/.package-lock.json || package-lock.json -nt node_modules/.package-lock.json ]]; then
   note "installing npm packages"
-  npm ci --no-audit --no-fund --loglevel=error
+  # `npm ci` refuses this lock file: npm leaves other platforms' optional packages (@swc/core's
+  # darwin and windows builds) out of it here. `npm install` installs the locked versions.
+  npm install --no-audit --no-fund --loglevel=error
   touch node_modules/.package-lock.json
 else
   say "npm packages up to date"

@@ -6,17 +6,13 @@ import {
   condition,
   continueAsNew,
   defineQuery,
-  proxyActivities,
   setCurrentDetails,
   setHandler,
   upsertSearchAttributes,
   workflowInfo,
 } from '@temporalio/workflow';
-import type * as activities from '../activities/replication.ts';
 import { SEARCH_ATTRIBUTES } from '../temporal.config.ts';
-import { copyActivity, failureReason } from './replication.ts';
-
-type Activities = ReturnType<typeof activities.createReplicationActivities>;
+import { control, copyActivity, failureReason } from './replication.ts';
 
 export interface BackfillProgress {
   scanned: number;
@@ -41,11 +37,6 @@ export interface BackfillInput {
 }
 
 export const backfillProgressQuery = defineQuery<BackfillProgress>('progress');
-
-const control = proxyActivities<Activities>({
-  startToCloseTimeout: '5 minutes',
-  retry: { initialInterval: '1 second', maximumInterval: '30 seconds' },
-});
 
 const MAX_REPORTED_FAILURES = 50;
 

@@ -8,17 +8,13 @@ import {
   condition,
   continueAsNew,
   defineQuery,
-  proxyActivities,
   setCurrentDetails,
   setHandler,
   upsertSearchAttributes,
   workflowInfo,
 } from '@temporalio/workflow';
-import type * as activities from '../activities/replication.ts';
 import { SEARCH_ATTRIBUTES } from '../temporal.config.ts';
-import { copyActivity, failureReason } from './replication.ts';
-
-type Activities = ReturnType<typeof activities.createReplicationActivities>;
+import { control, copyActivity, failureReason } from './replication.ts';
 
 export interface RemoveLocationProgress {
   phase: 'protecting' | 'deleting' | 'done' | 'refused';
@@ -38,11 +34,6 @@ export interface RemoveLocationInput {
 }
 
 export const removeLocationProgressQuery = defineQuery<RemoveLocationProgress>('progress');
-
-const control = proxyActivities<Activities>({
-  startToCloseTimeout: '5 minutes',
-  retry: { initialInterval: '1 second', maximumInterval: '30 seconds' },
-});
 
 const WINDOW = 8;
 const PAGE = 200;

@@ -27,8 +27,9 @@ export interface ReplicateBlobResult {
   lagSeconds: number | null;
 }
 
-const control = proxyActivities<Activities>({
-  startToCloseTimeout: '1 minute',
+/** The replication activities that only touch the database (planning, scans, bookkeeping). */
+export const control = proxyActivities<Activities>({
+  startToCloseTimeout: '5 minutes',
   retry: { initialInterval: '1 second', maximumInterval: '30 seconds' },
 });
 
