@@ -10,6 +10,7 @@
 import { mayCreateIn, repositoryRole } from '../../auth/permissions.ts';
 import { deletePermission, listPermissions, setPermission } from '../../auth/grants.ts';
 import type { Services } from '../../platform/services.ts';
+import { mirrorRepositoryDeleted } from '../../mirror/config.ts';
 import { listTags } from '../../registry/manifests.ts';
 import { parseRepositoryPath } from '../../registry/names.ts';
 import {
@@ -139,7 +140,11 @@ export function repositoryRoutes(s: Services) {
       pattern: new RegExp(`^/api/v1/repository/${REPO}/?$`),
       run: async (ctx, [name]) => {
         const { repo } = await adminRepository(s, ctx, name!);
-        await deleteRepository(s.db, repo);
+        // A mirror's schedule goes with it (through the outbox, in the same transaction).
+        await s.db.transaction(async (tx) => {
+          await mirrorRepositoryDeleted(tx, repo.fullName);
+          await deleteRepository(tx, repo);
+        });
         ctx.status = 204;
       },
     },
