@@ -64,3 +64,17 @@ export async function createRepository(
   if (ifExists === 'error') throw new RepositoryError('conflict', `repository "${input.fullName}" already exists`);
   return (await findRepository(db, input.fullName))!;
 }
+
+export async function deleteRepository(db: DbOrTx, repo: Repository): Promise<void> {
+  await db.delete(repositories).where(eq(repositories.id, repo.id));
+}
+
+export type RepositoryState = 'normal' | 'mirror' | 'readonly';
+
+export async function setRepositoryState(db: DbOrTx, repo: Repository, state: RepositoryState): Promise<void> {
+  await db.update(repositories).set({ state }).where(eq(repositories.id, repo.id));
+}
+
+export async function setRepositoryVisibility(db: DbOrTx, repo: Repository, visibility: 'public' | 'private'): Promise<void> {
+  await db.update(repositories).set({ visibility }).where(eq(repositories.id, repo.id));
+}
