@@ -6,7 +6,7 @@ import type { Config } from '../config.ts';
 import type { DbOrTx } from '../db/client.ts';
 import { storageLocations } from '../db/schema.ts';
 import type { SecretBox } from '../security/secretbox.ts';
-import type { StorageDriver } from './driver.ts';
+import { type StorageDriver, StorageUnavailableError } from './driver.ts';
 import { S3Driver } from './s3.ts';
 
 export type LocationRow = typeof storageLocations.$inferSelect;
@@ -57,7 +57,7 @@ export class LocationRegistry {
     for (const row of rows) {
       const fp = JSON.stringify([row.endpoint, row.bucket, row.s3Region, row.credentialsRef, row.accessKeyEnc?.toString('hex'), row.secretKeyEnc?.toString('hex')]);
       const existing = this.byId.get(row.id);
-      const driver = existing && this.fingerprints.get(row.id) === fp ? existing.driver : this.createDriver(row);
+      const driver = existing && this.fingerprints.get(row.id) === fp ? existing.driver : this.createDriverOrUnusable(row);
       if (existing && existing.driver !== driver) existing.driver.close?.();
       this.fingerprints.set(row.id, fp);
       next.set(row.id, {
@@ -104,6 +104,17 @@ export class LocationRegistry {
     return this.all().sort((a, b) => rank(a) - rank(b) || a.id - b.id);
   }
 
+  /** One location whose credentials cannot be resolved (a key rotated away, a variable unset)
+   * must not take the others down: it gets a driver that fails every call as an outage, so
+   * health reports it and reads and writes go elsewhere. */
+  private createDriverOrUnusable(row: LocationRow): StorageDriver {
+    try {
+      return this.createDriver(row);
+    } catch (e) {
+      return unusableDriver(row.name, e);
+    }
+  }
+
   /** Builds a driver for a location row; exported for probing a location before it is saved. */
   createDriver(row: Pick<LocationRow, 'name' | 'endpoint' | 's3Region' | 'bucket' | 'credentialsRef' | 'accessKeyEnc' | 'secretKeyEnc'>): S3Driver {
     const creds = this.resolveCredentials(row);
@@ -137,6 +148,27 @@ export class LocationRegistry {
     for (const loc of this.byId.values()) loc.driver.close?.();
     this.byId.clear();
   }
+}
+
+function unusableDriver(name: string, cause: unknown): StorageDriver {
+  const fail = async (): Promise<never> => {
+    throw new StorageUnavailableError(name, cause);
+  };
+  return {
+    stat: fail,
+    read: fail,
+    write: fail,
+    delete: fail,
+    deleteMany: fail,
+    presignRead: fail,
+    list: fail,
+    createMultipart: fail,
+    uploadPart: fail,
+    listParts: fail,
+    completeMultipart: fail,
+    abortMultipart: fail,
+    copy: fail,
+  };
 }
 
 /** Checks that every name in the instance's storage preference is a known location. */

@@ -8,6 +8,8 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createUser } from '../auth/accounts.ts';
 import { storageLocations } from '../db/schema.ts';
 import { PROJECT_ROOT } from '../devstack/tools.ts';
+import { SecretBox } from '../security/secretbox.ts';
+import { sealContext } from '../storage/locations.ts';
 import type { RunningWorkers } from '../workers/main.ts';
 import { startExtraRegion, type ExtraRegion } from './support/extra-region.ts';
 import { basic, createTestUser, startTestApi, startTestWorkers } from './support/harness.ts';
@@ -105,10 +107,30 @@ describe('replication operations API and CLI', () => {
     expect((await call('PUT', path_, owner.authorization, { locations: null })).json.locations).toBeNull();
   });
 
-  it('rotates secrets at rest (nothing to do when they are sealed with the current key)', async () => {
-    const r = await call('POST', '/superuser/secrets/rotate', root);
-    expect(r.status).toBe(200);
-    expect(r.json).toEqual({ locationCredentials: 0, mirrorPasswords: 0, webhookSecrets: 0, failed: [] });
+  it('rotates secrets at rest to a new key, and back', async () => {
+    const current = api.config.secretKey.toString('base64');
+    const fresh = randomBytes(32).toString('base64');
+    const rotate = async (key: string, previous: string) => {
+      const other = await startTestApi({ MERIDIAN_SUPERUSERS: rootName, MERIDIAN_SECRET_KEY: key, MERIDIAN_SECRET_KEY_PREVIOUS: previous });
+      try {
+        const r = await fetch(`${other.url}/api/v1/superuser/secrets/rotate`, { method: 'POST', headers: { Authorization: root } });
+        expect(r.status).toBe(200);
+        return (await r.json()) as { locationCredentials: number; failed: string[] };
+      } finally {
+        await other.close();
+      }
+    };
+    const forward = await rotate(fresh, current);
+    expect(forward.locationCredentials).toBeGreaterThanOrEqual(1);
+    expect(forward.failed.filter((f) => f.includes('mx-central'))).toEqual([]);
+    // Sealed with the new key alone now: the old key no longer opens the stored S3 keys.
+    const [row] = await api.services.db.select().from(storageLocations).where(eq(storageLocations.name, 'mx-central'));
+    expect(() => new SecretBox(api.config.secretKey).open(row!.secretKeyEnc!, sealContext('mx-central', 'secret'))).toThrow(/not configured/);
+    expect(new SecretBox(Buffer.from(fresh, 'base64')).open(row!.secretKeyEnc!, sealContext('mx-central', 'secret'))).toBe(extra.credentials.secretAccessKey);
+    // And back, so that this instance (still on the old key) can use the location again.
+    expect((await rotate(current, fresh)).locationCredentials).toBeGreaterThanOrEqual(1);
+    const unauthorised = await call('POST', '/superuser/secrets/rotate', (await createTestUser('nosecrets')).authorization);
+    expect(unauthorised.status).toBe(403);
   });
 
   it('removes a location through the CLI with --yes, waiting for the workflow', async () => {
