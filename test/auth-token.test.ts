@@ -2,7 +2,9 @@
 import { randomBytes } from 'node:crypto';
 import { SignJWT } from 'jose';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createRobot, namespaceByName } from '../auth/accounts.ts';
+import { eq } from 'drizzle-orm';
+import { createRobot, namespaceByName, regenerateRobotToken, setPassword, userByName } from '../auth/accounts.ts';
+import { users } from '../db/schema.ts';
 import { setPermission } from '../auth/grants.ts';
 import { createRepository } from '../registry/repositories.ts';
 import { basic, createTestUser, startTestApi } from './support/harness.ts';
@@ -131,5 +133,59 @@ describe('registry token authentication', () => {
     const bad = await token(['repository:UPPER:pull', 'nonsense', `repository:${repo}:`, 'registry:catalog:*'], owner.authorization);
     expect(bad.status).toBe(200);
     expect(claims(((await bad.json()) as { token: string }).token).access).toEqual([{ type: 'registry', name: 'catalog', actions: ['*'] }]);
+  });
+
+  const form = (params: Record<string, string>) =>
+    fetch(`${api.url}/v2/auth`, { method: 'POST', headers: { 'Content-Type': 'application/x-www-form-urlencoded' }, body: new URLSearchParams(params).toString() });
+
+  it('takes Basic credentials or none at the token endpoint, not a bearer token renewing itself', async () => {
+    const issued = ((await (await token([`repository:${repo}:pull`], owner.authorization)).json()) as { token: string }).token;
+    const r = await token([`repository:${repo}:pull`], `Bearer ${issued}`);
+    expect(r.status).toBe(401);
+    expect(await r.json()).toMatchObject({ errors: [{ code: 'UNAUTHORIZED' }] });
+  });
+
+  it('applies a password change at once, although successful Basic verifications are cached', async () => {
+    const u = await createTestUser('pwchange');
+    const url = `${api.url}/v2/${u.username}/x/tags/list`;
+    // Twice, so that the second answer comes from the cache.
+    for (let i = 0; i < 2; i++) expect((await fetch(url, { headers: { Authorization: u.authorization } })).status).toBe(404);
+    const row = (await userByName(api.services.db, u.username))!;
+    await setPassword(api.services.db, row.id, 'a-brand-new-password');
+    expect((await fetch(url, { headers: { Authorization: u.authorization } })).status).toBe(401);
+    expect((await fetch(url, { headers: { Authorization: basic(u.username, 'a-brand-new-password') } })).status).toBe(404);
+  });
+
+  it('stops a disabled user at once: Basic, issued tokens and refresh tokens', async () => {
+    const u = await createTestUser('disabled');
+    const own = `${u.username}/thing`;
+    const got = (await (await token([`repository:${own}:pull,push`], u.authorization, '&offline_token=true')).json()) as { token: string; refresh_token: string };
+    const bearer = { Authorization: `Bearer ${got.token}` };
+    expect((await fetch(`${api.url}/v2/${own}/tags/list`, { headers: bearer })).status).toBe(404);
+    await api.services.db.update(users).set({ enabled: false }).where(eq(users.username, u.username));
+    expect((await fetch(`${api.url}/v2/${own}/tags/list`, { headers: bearer })).status).toBe(401);
+    expect((await fetch(`${api.url}/v2/${own}/tags/list`, { headers: { Authorization: u.authorization } })).status).toBe(401);
+    expect((await form({ grant_type: 'refresh_token', refresh_token: got.refresh_token, service: service() })).status).toBe(401);
+  });
+
+  it("retires a robot's old token, and the refresh tokens obtained with it, when the token is regenerated", async () => {
+    const ns = (await namespaceByName(api.services.db, owner.username))!;
+    const bot = await api.services.db.transaction((tx) => createRobot(tx, { namespace: ns, shortName: `regen_${randomBytes(3).toString('hex')}` }));
+    const first = (await (await token([], basic(bot.name, bot.token), '&offline_token=true')).json()) as { refresh_token: string };
+    expect((await form({ grant_type: 'refresh_token', refresh_token: first.refresh_token, service: service() })).status).toBe(200);
+    const fresh = await api.services.db.transaction((tx) => regenerateRobotToken(tx, bot.robot.id));
+    expect((await form({ grant_type: 'refresh_token', refresh_token: first.refresh_token, service: service() })).status).toBe(401);
+    expect((await token([], basic(bot.name, bot.token))).status).toBe(401);
+    expect((await token([], basic(bot.name, fresh))).status).toBe(200);
+  });
+
+  it('answers malformed token requests with 4xx, never a 5xx', async () => {
+    const many = Array.from({ length: 200 }, (_, i) => `repository:${repo}-${i}:pull`);
+    expect((await token(many, owner.authorization)).status).toBe(200);
+    expect((await form({ grant_type: 'password', username: owner.username, password: 'x'.repeat(5000) })).status).toBe(401);
+    const huge = await fetch(`${api.url}/v2/auth`, { method: 'POST', headers: { 'Content-Type': 'application/x-www-form-urlencoded' }, body: 'scope=' + 'a'.repeat(100_000) });
+    expect(huge.status).toBe(400);
+    expect((await fetch(`${api.url}/v2/auth`, { method: 'DELETE' })).status).toBe(405);
+    expect((await token([`repository:${repo}:pull`], 'Basic ' + Buffer.from('no-colon-here').toString('base64'))).status).toBe(401);
   });
 });

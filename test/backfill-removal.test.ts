@@ -1,7 +1,8 @@
 // Adding a fourth location and backfilling it; removing a location safely, and refusing to when a
 // blob exists nowhere else and cannot be copied.
 import { createHash, randomBytes } from 'node:crypto';
-import { Client, Connection, WorkflowFailedError } from '@temporalio/client';
+import type { Client, Connection } from '@temporalio/client';
+import { WorkflowFailedError } from '@temporalio/client';
 import { eq, sql } from 'drizzle-orm';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { blobPlacements, blobs, storageLocations } from '../db/schema.ts';
@@ -11,7 +12,7 @@ import { type S3Driver } from '../storage/s3.ts';
 import type { RunningWorkers } from '../workers/main.ts';
 import type { BackfillProgress } from '../workflows/backfill.ts';
 import type { RemoveLocationProgress } from '../workflows/remove-location.ts';
-import { createTestUser, startTestApi, startTestWorkers, stackInfo, testDatabase } from './support/harness.ts';
+import { createTestUser, startTestApi, startTestWorkers, testDatabase, testTemporal } from './support/harness.ts';
 import { OciClient } from './support/oci-client.ts';
 import { startExtraRegion, type ExtraRegion } from './support/extra-region.ts';
 
@@ -39,8 +40,7 @@ describe('backfill and site removal', () => {
   beforeAll(async () => {
     api = await startTestApi();
     workers = await startTestWorkers({ control: true, mirror: false });
-    connection = await Connection.connect({ address: stackInfo().temporalAddress });
-    temporal = new Client({ connection });
+    ({ client: temporal, connection } = await testTemporal());
     const user = await createTestUser('backfill');
     repo = `${user.username}/data`;
     client = new OciClient({ baseUrl: api.url, authorization: user.authorization });

@@ -62,6 +62,34 @@ describe('meridian CLI', () => {
     expect((await c.fetch(`/v2/${org}/app/blobs/uploads/`, { method: 'POST' })).status).toBe(202);
   });
 
+  it('takes --username/--password before the command, --json after it, and leaves commands their own options', async () => {
+    const name = `flags-${randomBytes(3).toString('hex')}`;
+    // Credentials on the command line (no MERIDIAN_USERNAME/PASSWORD in the environment).
+    const made = await meridian(['--url', api.url, '--username', root, '--password', rootPassword, 'user', 'create', name, '--password', 'chosen-password-1', '--json'], {});
+    expect(made.code, made.err).toBe(0);
+    expect(JSON.parse(made.out)).toEqual({ username: name, email: null });
+    const asUser = ['--url', api.url, '--username', name, '--password', 'chosen-password-1'];
+    const org = `flagorg-${randomBytes(3).toString('hex')}`;
+    expect(JSON.parse((await meridian([...asUser, 'org', 'create', org, '--json'], {})).out)).toEqual({ name: org });
+    const robot = JSON.parse((await meridian([...asUser, 'robot', 'create', `${org}/mirror`, '--json'], {})).out) as { name: string; token: string };
+    expect(robot.name).toBe(`${org}+mirror`);
+    expect(JSON.parse((await meridian([...asUser, 'repo', 'create', `${org}/app`, '--public', '--json'], {})).out)).toEqual({ namespace: org, name: 'app', kind: 'image' });
+    expect(JSON.parse((await meridian([...asUser, 'repo', 'grant', `${org}/app`, robot.name, 'read', '--json'], {})).out)).toEqual({ name: robot.name, role: 'read', is_robot: true });
+    expect((await meridian([...asUser, 'repo', 'show', `${org}/app`], {})).out.split('\n')[0]).toBe(`${org}/app  public  NORMAL`);
+    // `mirror create --username` is the upstream's user, not who we are.
+    const mirrored = await meridian(
+      [...asUser, 'mirror', 'create', `${org}/app`, '--upstream', 'registry.example.com/library/app', '--robot', robot.name, '--tags', 'latest', '--username', 'upstream-user', '--password-env', 'UP_PW'],
+      { UP_PW: 'upstream-secret' },
+    );
+    expect(mirrored.code, mirrored.err).toBe(0);
+    expect(JSON.parse((await meridian([...asUser, 'mirror', 'show', `${org}/app`, '--json'], {})).out).external_registry_username).toBe('upstream-user');
+    expect((await meridian([...asUser, 'mirror', 'delete', `${org}/app`], {})).code).toBe(0);
+    // A regenerated robot token replaces the old one.
+    const regenerated = await meridian([...asUser, 'robot', 'regenerate', robot.name], {});
+    const [, , fresh] = /^robot (\S+)\ntoken (\S+)$/.exec(regenerated.out)!;
+    expect(fresh).not.toBe(robot.token);
+  });
+
   it('reports errors in one line with a non-zero exit', async () => {
     const usage = await meridian(['repo', 'grant', 'a/b', 'someone'], env);
     expect(usage.code).toBe(2);
@@ -69,6 +97,19 @@ describe('meridian CLI', () => {
     expect(refused.code).toBe(1);
     expect(refused.err).toMatch(/^meridian: 400 "Bad Name" is not a valid name/);
     expect(refused.err.split('\n')).toHaveLength(1);
+    const org = `dup-${randomBytes(3).toString('hex')}`;
+    expect((await meridian(['org', 'create', org], env)).code).toBe(0);
+    expect(await meridian(['org', 'create', org], env)).toMatchObject({ code: 1, out: '', err: 'meridian: 400 A user or organization with this name already exists' });
+    expect(await meridian(['repo', 'show', `${org}/nothing`], env)).toMatchObject({ code: 1, err: `meridian: 404 repository ${org}/nothing not found` });
+    expect(await meridian(['repo', 'show', 'no-slash'], env)).toMatchObject({ code: 2, err: 'meridian: "no-slash" is not a repository; write namespace/name' });
+    expect(await meridian(['robot', 'create', 'Bad+Name'], env)).toMatchObject({ code: 2, err: expect.stringMatching(/^meridian: "Bad\+Name" is not a robot name/) });
+    expect(await meridian(['user', 'create', 'x1', '--password', 'a', '--password-stdin'], env)).toMatchObject({ code: 2, err: 'meridian: use one of --password, --password-env and --password-stdin' });
+    expect(await meridian(['repo', 'show', 'a/b'], { ...env, MERIDIAN_URL: 'ftp://example.com' })).toMatchObject({ code: 2, err: 'meridian: "ftp://example.com" is not an http(s) URL (--url or MERIDIAN_URL)' });
+    const unknown = await meridian(['frobnicate'], env);
+    expect(unknown.code).toBe(2);
+    expect(unknown.err).not.toMatch(/\n\s+at /);
+    const anonymous = await meridian(['org', 'create', `anon-${randomBytes(3).toString('hex')}`], { MERIDIAN_URL: api.url, MERIDIAN_USERNAME: '', MERIDIAN_PASSWORD: '' });
+    expect(anonymous).toMatchObject({ code: 1, err: 'meridian: 401 authentication required' });
     const badCreds = await meridian(['location', 'list'], { ...env, MERIDIAN_PASSWORD: 'wrong' });
     expect(badCreds.err).toBe('meridian: 401 invalid username or password');
     const down = await meridian(['location', 'list'], { ...env, MERIDIAN_URL: 'http://127.0.0.1:9' });

@@ -1,5 +1,5 @@
 import { randomBytes } from 'node:crypto';
-import { Client, Connection } from '@temporalio/client';
+import type { Client, Connection } from '@temporalio/client';
 import { eq, sql } from 'drizzle-orm';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { uploadSessions } from '../db/schema.ts';
@@ -8,7 +8,7 @@ import { ObjectNotFoundError } from '../storage/driver.ts';
 import { S3Driver } from '../storage/s3.ts';
 import { TASK_QUEUES, WORKFLOW_IDS } from '../temporal.config.ts';
 import type { RunningWorkers } from '../workers/main.ts';
-import { createTestUser, stackInfo, startTestApi, startTestWorkers, testDatabase } from './support/harness.ts';
+import { createTestUser, stackInfo, startTestApi, startTestWorkers, testDatabase, testTemporal } from './support/harness.ts';
 import { OciClient } from './support/oci-client.ts';
 
 describe('abandoned uploads', () => {
@@ -22,8 +22,7 @@ describe('abandoned uploads', () => {
   beforeAll(async () => {
     api = await startTestApi({ MERIDIAN_STORAGE_PREFERENCE: 'us-east' });
     workers = await startTestWorkers({ control: true, mirror: false, copyLocations: [] });
-    connection = await Connection.connect({ address: stackInfo().temporalAddress });
-    temporal = new Client({ connection });
+    ({ client: temporal, connection } = await testTemporal());
     const r = stackInfo().regions.find((x) => x.name === 'us-east')!;
     usEast = new S3Driver({ name: 'us-east', endpoint: `http://127.0.0.1:${r.port}`, region: 'us-east-1', bucket: DEV_BUCKET, ...stackInfo().s3Credentials });
   });

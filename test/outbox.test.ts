@@ -23,9 +23,10 @@ describe('transactional outbox', () => {
   beforeAll(async () => {
     installRuntime('warn');
     connection = Connection.lazy({ address: stackInfo().temporalAddress, connectTimeout: 2000 });
-    client = new Client({ connection });
+    client = new Client({ connection, namespace: stackInfo().temporalNamespace });
     worker = await Worker.create({
       connection: await NativeConnection.connect({ address: stackInfo().temporalAddress }),
+      namespace: stackInfo().temporalNamespace,
       taskQueue: TASK_QUEUE,
       workflowsPath: fileURLToPath(new URL('./fixtures/workflows.ts', import.meta.url)),
     });

@@ -2,7 +2,7 @@
 // when it comes back: fewer bytes are sent than a full restart, and the digest is right.
 import { type ChildProcess, spawn } from 'node:child_process';
 import { createCipheriv, createHash, randomBytes } from 'node:crypto';
-import { Client, Connection } from '@temporalio/client';
+import type { Client, Connection } from '@temporalio/client';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { DEV_BUCKET } from '../devstack/stack.ts';
 import { PROJECT_ROOT } from '../devstack/tools.ts';
@@ -11,7 +11,7 @@ import { S3Driver } from '../storage/s3.ts';
 import type { CopyCheckpoint } from '../activities/replication.ts';
 import type { RunningWorkers } from '../workers/main.ts';
 import type { ReplicateBlobResult } from '../workflows/replication.ts';
-import { createTestUser, stackInfo, startTestApi, startTestWorkers, testEnv } from './support/harness.ts';
+import { createTestUser, stackInfo, startTestApi, startTestWorkers, testEnv, testTemporal } from './support/harness.ts';
 import { OciClient } from './support/oci-client.ts';
 
 const GiB = 1024 * 1024 * 1024;
@@ -49,8 +49,7 @@ describe('resumable copies', () => {
     api = await startTestApi({ MERIDIAN_STORAGE_PREFERENCE: 'us-east,eu-west,ap-south' });
     // eu-west's copy worker is a separate process so that it can be killed.
     workers = await startTestWorkers({ control: true, mirror: false, copyLocations: ['us-east', 'ap-south'] });
-    connection = await Connection.connect({ address: stackInfo().temporalAddress });
-    temporal = new Client({ connection });
+    ({ client: temporal, connection } = await testTemporal());
     const r = stackInfo().regions.find((x) => x.name === 'eu-west')!;
     euWest = new S3Driver({ name: 'eu-west', endpoint: `http://127.0.0.1:${r.port}`, region: 'us-east-1', bucket: DEV_BUCKET, ...stackInfo().s3Credentials });
   });

@@ -2,7 +2,7 @@
 // to the others by Temporal workflows; pulls use the nearest copy; outages of a region or of
 // Temporal lose nothing.
 import { createHash, randomBytes } from 'node:crypto';
-import { Client, Connection } from '@temporalio/client';
+import type { Client, Connection } from '@temporalio/client';
 import { eq, inArray, sql } from 'drizzle-orm';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { blobPlacements, blobs, outbox } from '../db/schema.ts';
@@ -12,7 +12,7 @@ import { SEARCH_ATTRIBUTES } from '../temporal.config.ts';
 import { S3Driver } from '../storage/s3.ts';
 import type { RunningWorkers } from '../workers/main.ts';
 import type { ReplicateBlobResult } from '../workflows/replication.ts';
-import { createTestUser, stackControl, stackInfo, startTestApi, startTestWorkers, testDatabase } from './support/harness.ts';
+import { createTestUser, stackControl, stackInfo, startTestApi, startTestWorkers, testDatabase, testTemporal } from './support/harness.ts';
 import { OciClient, sha256 } from './support/oci-client.ts';
 
 type Api = Awaited<ReturnType<typeof startTestApi>>;
@@ -34,8 +34,7 @@ describe('geo-replication', () => {
     for (const r of stackInfo().regions) {
       drivers.set(r.name, new S3Driver({ name: r.name, endpoint: `http://127.0.0.1:${r.port}`, region: 'us-east-1', bucket: DEV_BUCKET, ...stackInfo().s3Credentials }));
     }
-    connection = await Connection.connect({ address: stackInfo().temporalAddress });
-    temporal = new Client({ connection });
+    ({ client: temporal, connection } = await testTemporal());
     apiUsEast = await startTestApi({ MERIDIAN_STORAGE_PREFERENCE: 'us-east,eu-west,ap-south' });
     apiApSouth = await startTestApi({ MERIDIAN_STORAGE_PREFERENCE: 'ap-south,eu-west,us-east' });
     apiEuWest = await startTestApi({ MERIDIAN_STORAGE_PREFERENCE: 'eu-west,us-east,ap-south' });

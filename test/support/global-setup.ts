@@ -25,6 +25,7 @@ export default async function setup(project: TestProject) {
     redisUrl: eph.redisUrl,
     redisKeyPrefix: eph.redisKeyPrefix,
     temporalAddress: eph.temporalAddress,
+    temporalNamespace: 'default',
     regions: eph.regions,
     s3Credentials: eph.s3Credentials,
     dataDir: eph.dataDir,

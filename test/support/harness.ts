@@ -1,5 +1,6 @@
 // What integration tests start: the API and workers in this process, configured against the
 // shared local stack of global-setup.ts.
+import { Client, Connection } from '@temporalio/client';
 import { inject } from 'vitest';
 import { loadConfig, type Config } from '../../config.ts';
 import { startApi, type RunningApi } from '../../api/server.ts';
@@ -8,8 +9,21 @@ import { registerDevLocations } from '../../devstack/stack.ts';
 import { startWorkers, type RunningWorkers, type WorkerOptions } from '../../workers/main.ts';
 import type { StackInfo } from './stack-info.ts';
 
+let fileContext: Partial<StackInfo> = {};
+
+/** Set by test/support/per-file.ts: this test file's own database, namespace and Redis prefix. */
+export function setFileContext(ctx: Partial<StackInfo>): void {
+  fileContext = ctx;
+}
+
 export function stackInfo(): StackInfo {
-  return inject('stack');
+  return { ...inject('stack'), ...fileContext };
+}
+
+/** A Temporal client in this test file's namespace. */
+export async function testTemporal(): Promise<{ client: Client; connection: Connection }> {
+  const connection = await Connection.connect({ address: stackInfo().temporalAddress });
+  return { client: new Client({ connection, namespace: stackInfo().temporalNamespace }), connection };
 }
 
 /** The environment an instance of Meridian would get, pointed at the test stack. */
@@ -20,6 +34,7 @@ export function testEnv(overrides: Record<string, string | undefined> = {}): Rec
     REDIS_URL: s.redisUrl,
     MERIDIAN_REDIS_PREFIX: s.redisKeyPrefix,
     TEMPORAL_ADDRESS: s.temporalAddress,
+    TEMPORAL_NAMESPACE: s.temporalNamespace,
     PORT: '0',
     MERIDIAN_DEV_S3_ACCESS_KEY: s.s3Credentials.accessKeyId,
     MERIDIAN_DEV_S3_SECRET_KEY: s.s3Credentials.secretAccessKey,
