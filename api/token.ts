@@ -75,7 +75,11 @@ export function tokenEndpoint(s: Services): Koa.Middleware {
       let scopes: string[];
       let offline: boolean;
       if (ctx.method === 'GET') {
-        const auth = await authenticate(s, ctx.get('Authorization') || undefined, 'registry').catch((e: unknown) => {
+        const header = ctx.get('Authorization') || undefined;
+        // Basic or nothing: a bearer token trading itself for a new one would let a stolen
+        // short-lived token live forever (refresh tokens are the way to stay logged in).
+        if (header && !/^Basic\s/i.test(header)) return tokenError(ctx, 401, 'UNAUTHORIZED', 'the token endpoint takes Basic credentials or none');
+        const auth = await authenticate(s, header, 'registry').catch((e: unknown) => {
           if (e instanceof AuthenticationError) return undefined;
           throw e;
         });

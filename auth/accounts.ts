@@ -1,8 +1,8 @@
 // Users, organizations and robot accounts. A user owns a namespace of the same name; an
 // organization is a namespace with members.
-import { and, eq } from 'drizzle-orm';
+import { and, eq, isNull, sql } from 'drizzle-orm';
 import type { DbOrTx } from '../db/client.ts';
-import { namespaceMembers, namespaces, robots, users } from '../db/schema.ts';
+import { namespaceMembers, namespaces, robots, tokens, users } from '../db/schema.ts';
 import { DomainError } from '../platform/errors.ts';
 import { generateToken, hashPassword, tokenHash } from './passwords.ts';
 
@@ -11,6 +11,9 @@ export const NAMESPACE_NAME = /^[a-z0-9][a-z0-9_-]{1,254}$/;
 export const ROBOT_SHORT_NAME = /^[a-z][a-z0-9_]{1,254}$/;
 
 export class AccountError extends DomainError {}
+
+/** Quay's words for a taken user or organization name (scripts compare them). */
+export const NAME_TAKEN = 'A user or organization with this name already exists';
 
 function checkNamespaceName(name: string): void {
   if (!NAMESPACE_NAME.test(name)) {
@@ -27,7 +30,7 @@ export async function createUser(tx: DbOrTx, input: { username: string; password
   if (input.password.length < 8) throw new AccountError('invalid', 'password must be at least 8 characters');
   const passwordHash = await hashPassword(input.password);
   const [ns] = await tx.insert(namespaces).values({ name: input.username, kind: 'user' }).onConflictDoNothing().returning();
-  if (!ns) throw new AccountError('conflict', `namespace "${input.username}" already exists`);
+  if (!ns) throw new AccountError('conflict', NAME_TAKEN);
   const [user] = await tx
     .insert(users)
     .values({ username: input.username, email: input.email ?? null, passwordHash, namespaceId: ns.id })
@@ -43,7 +46,7 @@ export async function setPassword(tx: DbOrTx, userId: number, password: string):
 export async function createOrganization(tx: DbOrTx, input: { name: string; creatorUserId: number }): Promise<NamespaceRow> {
   checkNamespaceName(input.name);
   const [ns] = await tx.insert(namespaces).values({ name: input.name, kind: 'organization' }).onConflictDoNothing().returning();
-  if (!ns) throw new AccountError('conflict', `namespace "${input.name}" already exists`);
+  if (!ns) throw new AccountError('conflict', NAME_TAKEN);
   await tx.insert(namespaceMembers).values({ namespaceId: ns.id, userId: input.creatorUserId, role: 'admin' });
   return ns;
 }
@@ -78,10 +81,12 @@ export async function createRobot(
   return { robot, name: robotName(input.namespace.name, robot.shortName), token };
 }
 
-/** A new token for an existing robot; the old one stops working at once. */
+/** A new token for an existing robot; the old one stops working at once, and so do the refresh
+ * and API tokens obtained with it (a token is regenerated because it leaked). */
 export async function regenerateRobotToken(tx: DbOrTx, robotId: number): Promise<string> {
   const token = generateToken();
   await tx.update(robots).set({ tokenHash: tokenHash(token) }).where(eq(robots.id, robotId));
+  await tx.update(tokens).set({ revokedAt: sql`now()` }).where(and(eq(tokens.robotId, robotId), isNull(tokens.revokedAt)));
   return token;
 }
 

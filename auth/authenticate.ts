@@ -3,7 +3,7 @@
 // Argon2 is deliberately slow, and clients such as skopeo send Basic credentials on every
 // request, so successful verifications are remembered briefly in this process — keyed by a hash
 // of the credentials, never the credentials themselves.
-import { createHash } from 'node:crypto';
+import { createHash, timingSafeEqual } from 'node:crypto';
 import { and, eq, gt, isNull, or } from 'drizzle-orm';
 import { namespaces, robots, tokens, users } from '../db/schema.ts';
 import type { Services } from '../platform/services.ts';
@@ -26,37 +26,51 @@ export interface Authenticated {
   access?: TokenAccess;
 }
 
-const CACHE_TTL_MS = 30_000;
+// A cache hit skips only the Argon2 computation: the user's row is still read on every request
+// and the entry counts only while the stored hash is the one it was verified against and the
+// user is enabled, so a password change or a disabled account takes effect at once.
+const CACHE_TTL_MS = 60_000;
 const CACHE_MAX = 10_000;
-const basicCache = new Map<string, { principal: Principal; expires: number }>();
+const basicCache = new Map<string, { storedHash: string; expires: number }>();
 
 function cacheKey(name: string, secret: string): string {
   return createHash('sha256').update(name).update('\0').update(secret).digest('base64');
 }
 
-/** Verifies a user's password or a robot's token. Null when they do not match. */
-export async function verifyCredentials(s: Services, name: string, secret: string): Promise<Principal | null> {
-  const key = cacheKey(name, secret);
-  const hit = basicCache.get(key);
-  if (hit && hit.expires > Date.now()) return hit.principal;
-  let principal: Principal | null = null;
-  if (name.includes('+')) {
-    const robot = await robotByName(s.db, name);
-    if (robot && robot.tokenHash === tokenHash(secret)) principal = { kind: 'robot', robotId: robot.id, name, namespaceId: robot.namespaceId };
-  } else {
-    const user = await userByName(s.db, name);
-    if (user?.enabled && (await verifyPassword(user.passwordHash, secret))) {
-      principal = { kind: 'user', userId: user.id, username: user.username, superuser: s.config.superusers.includes(user.username) };
-    }
-  }
-  if (principal) {
-    if (basicCache.size >= CACHE_MAX) basicCache.delete(basicCache.keys().next().value!);
-    basicCache.set(key, { principal, expires: Date.now() + CACHE_TTL_MS });
-  }
-  return principal;
+function sameHash(a: string, b: string): boolean {
+  const x = Buffer.from(a);
+  const y = Buffer.from(b);
+  return x.length === y.length && timingSafeEqual(x, y);
 }
 
-/** Forgets cached verifications (tests; after a password change in this process). */
+function userPrincipal(s: Services, user: { id: number; username: string }): Principal {
+  return { kind: 'user', userId: user.id, username: user.username, superuser: s.config.superusers.includes(user.username) };
+}
+
+/** Verifies a user's password or a robot's token. Null when they do not match. */
+export async function verifyCredentials(s: Services, name: string, secret: string): Promise<Principal | null> {
+  if (name === '' || name.length > 512 || secret === '' || secret.length > 1024) return null;
+  if (name.includes('+')) {
+    // Robot tokens are long random strings: a SHA-256 lookup is fast, no cache needed.
+    const robot = await robotByName(s.db, name);
+    if (!robot || !sameHash(robot.tokenHash, tokenHash(secret))) return null;
+    return { kind: 'robot', robotId: robot.id, name: `${robot.namespaceName}+${robot.shortName}`, namespaceId: robot.namespaceId };
+  }
+  const user = await userByName(s.db, name);
+  if (!user?.enabled || !user.passwordHash) return null;
+  const key = cacheKey(name, secret);
+  const hit = basicCache.get(key);
+  if (hit && hit.expires > Date.now() && sameHash(hit.storedHash, user.passwordHash)) return userPrincipal(s, user);
+  if (!(await verifyPassword(user.passwordHash, secret))) {
+    basicCache.delete(key);
+    return null;
+  }
+  if (basicCache.size >= CACHE_MAX) basicCache.delete(basicCache.keys().next().value!);
+  basicCache.set(key, { storedHash: user.passwordHash, expires: Date.now() + CACHE_TTL_MS });
+  return userPrincipal(s, user);
+}
+
+/** Forgets cached verifications (tests). */
 export function forgetCachedCredentials(): void {
   basicCache.clear();
 }
@@ -87,6 +101,19 @@ async function apiTokenPrincipal(s: Services, token: string): Promise<Principal 
   return null;
 }
 
+/** The token's principal as it is now: null when the user was disabled or deleted or the robot
+ * deleted since the token was issued (tokens live minutes; a removed account must stop at once).
+ * Superuser status is read from the configuration, not trusted from the token. */
+async function currentPrincipal(s: Services, p: Principal): Promise<Principal | null> {
+  if (p.kind === 'anonymous') return p;
+  if (p.kind === 'user') {
+    const [u] = await s.db.select({ id: users.id, username: users.username, enabled: users.enabled }).from(users).where(eq(users.id, p.userId));
+    return u?.enabled && u.username === p.username ? userPrincipal(s, u) : null;
+  }
+  const [r] = await s.db.select({ id: robots.id }).from(robots).where(eq(robots.id, p.robotId));
+  return r ? p : null;
+}
+
 /**
  * Authenticates an Authorization header. `bearer` says what a Bearer token may be here: registry
  * tokens on /v2, API tokens on /api/v1. Throws AuthenticationError for credentials that are
@@ -106,8 +133,9 @@ export async function authenticate(s: Services, header: string | undefined, bear
   if (!m) throw new AuthenticationError('unsupported Authorization scheme');
   if (bearer === 'registry') {
     const verified = await verifyRegistryToken(s.config, m[1]!);
-    if (!verified) throw new AuthenticationError('invalid or expired token');
-    return { principal: verified.principal, via: 'registry-token', access: verified.access };
+    const principal = verified && (await currentPrincipal(s, verified.principal));
+    if (!verified || !principal) throw new AuthenticationError('invalid or expired token');
+    return { principal, via: 'registry-token', access: verified.access };
   }
   const principal = await apiTokenPrincipal(s, m[1]!);
   if (!principal) throw new AuthenticationError('invalid or expired token');

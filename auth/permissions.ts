@@ -3,9 +3,14 @@
 // - Superusers (config) may do everything.
 // - A user owns their own namespace: admin on every repository in it.
 // - Organization members with role `admin` are admin on every repository of the organization;
-//   role `creator` may create repositories there (and becomes admin of those it creates).
+//   role `creator` may create repositories there.
 // - Otherwise access comes from repository_permissions (users and robots): read = pull,
 //   write = pull + push, admin = pull + push + delete + manage. Robots have no implicit rights.
+//   Deleting (manifests, tags, blobs) needs admin, as in Quay: write lets a CI robot push and
+//   move tags but not destroy what others pushed. (The distribution registry's token scopes make
+//   `delete` a separate action; we grant it with admin only.)
+// - Whoever creates a repository without already administering its namespace (an organization
+//   member with role `creator`) becomes its admin, as in Quay: see grantCreatorAdmin.
 // - Public repositories may be pulled by anyone, including anonymous clients.
 // - A repository that does not exist yet may be pushed to (and so created) by whoever may
 //   create repositories in its namespace.
@@ -124,7 +129,7 @@ export async function repositoryAccess(db: DbOrTx, p: Principal, fullName: strin
     } else {
       actions.delete('push');
       actions.delete('delete');
-      return { repo, role, actions, readOnlyReason: `${fullName} is a mirrored repository; only its mirror robot may write to it` };
+      return { repo, role, actions, readOnlyReason: `${fullName} is a mirrored repository; only its mirror robot may write` };
     }
   } else if (repo.state === 'readonly') {
     actions.delete('push');
@@ -132,6 +137,21 @@ export async function repositoryAccess(db: DbOrTx, p: Principal, fullName: strin
     return { repo, role, actions, readOnlyReason: `${fullName} is read-only` };
   }
   return { repo, role, actions };
+}
+
+/**
+ * Makes the creator of a repository its admin when nothing else would give them rights on it:
+ * an organization member with role `creator` (Quay grants the creating user admin likewise).
+ * Owners, organization admins and superusers already administer it and get no extra row.
+ * Call it right after creating a repository on a principal's behalf (management API, first push).
+ */
+export async function grantCreatorAdmin(db: DbOrTx, p: Principal, repo: Repository): Promise<void> {
+  if (p.kind !== 'user' || p.superuser) return;
+  if (await isNamespaceAdmin(db, p, repo.namespaceName)) return;
+  await db
+    .insert(repositoryPermissions)
+    .values({ repositoryId: repo.id, userId: p.userId, role: 'admin' })
+    .onConflictDoNothing();
 }
 
 /** Repository names the principal may pull, in byte order, after `last`. */

@@ -38,41 +38,53 @@ function unauthorized(s: Services, message: string, scope: string | undefined, e
  * Throws OciError('UNAUTHORIZED') with a `WWW-Authenticate: Bearer realm=…,service=…,scope=…`
  * header when credentials are missing or the token lacks the scope, and OciError('DENIED') when
  * an authenticated principal is refused (including writes to a mirror repository).
+ *
+ * A bearer token is an upper bound, not a licence: the request needs the action in the token
+ * AND in the principal's permissions now. Permissions are read from the database on every
+ * request (nothing is cached), so a revoked grant, a deleted robot or a repository switched to
+ * MIRROR takes effect on the next request rather than when the token expires.
  */
 export async function authorizeV2(s: Services, headers: IncomingHttpHeaders, req: V2AccessRequest): Promise<Principal> {
   const scope = req.catalog ? 'registry:catalog:*' : req.repository ? formatScope('repository', req.repository, req.actions) : undefined;
+  const header = typeof headers.authorization === 'string' && headers.authorization !== '' ? headers.authorization : undefined;
   let auth;
   try {
-    auth = await authenticate(s, headers.authorization, 'registry');
+    auth = await authenticate(s, header, 'registry');
   } catch (e) {
-    if (e instanceof AuthenticationError) throw unauthorized(s, e.message, scope, headers.authorization?.startsWith('Bearer') ? 'invalid_token' : undefined);
+    if (e instanceof AuthenticationError) throw unauthorized(s, e.message, scope, /^Bearer\s/i.test(header ?? '') ? 'invalid_token' : undefined);
     throw e;
   }
   const { principal } = auth;
 
   if (!req.repository) {
-    // The ping and the catalog need someone authenticated; the catalog then lists only what
-    // they may pull.
-    if (principal.kind === 'anonymous') throw unauthorized(s, 'authentication required', scope);
-    if (req.catalog && auth.via === 'registry-token' && !auth.access?.get('registry:catalog')) {
-      throw unauthorized(s, 'token does not grant the catalog', scope, 'insufficient_scope');
+    // The ping: any valid credentials, including a token issued to an anonymous client (that is
+    // how docker and containerd continue after fetching one). The catalog lists only what the
+    // caller may pull, but needs someone authenticated, and a token needs the catalog scope.
+    if (auth.via === 'none') throw unauthorized(s, 'authentication required', scope);
+    if (req.catalog) {
+      if (principal.kind === 'anonymous') throw unauthorized(s, 'authentication required', scope);
+      if (auth.via === 'registry-token' && !auth.access?.get('registry:catalog')) {
+        throw unauthorized(s, 'token does not grant the catalog', scope, 'insufficient_scope');
+      }
     }
     return principal;
   }
 
-  if (auth.via === 'registry-token' && tokenGrants(auth.access!, req.repository, req.actions)) return principal;
   const access = await repositoryAccess(s.db, principal, req.repository);
   const missing = req.actions.filter((a) => !access.actions.has(a));
   if (missing.length === 0) {
-    // Allowed now, but a token must carry the scope: send the client back for a new token.
-    if (auth.via === 'registry-token') throw unauthorized(s, 'token does not grant the requested access', scope, 'insufficient_scope');
+    // Allowed now; a token must also carry the scope, otherwise the client fetches a new one.
+    if (auth.via === 'registry-token' && !tokenGrants(auth.access!, req.repository, req.actions)) {
+      throw unauthorized(s, 'token does not grant the requested access', scope, 'insufficient_scope');
+    }
     return principal;
   }
-  // A write refused because the repository is a mirror (or read-only) says so, to anyone who
-  // could otherwise have written or is at least authenticated.
-  if (access.readOnlyReason && principal.kind !== 'anonymous' && missing.every((a) => a === 'push' || a === 'delete')) {
+  // A write refused only because the repository is a mirror (or read-only) says so — to those
+  // who may see the repository; the others learn nothing about it.
+  if (access.readOnlyReason && access.role !== null && missing.every((a) => a === 'push' || a === 'delete')) {
     throw new OciError('DENIED', access.readOnlyReason);
   }
+  // Anonymous clients are challenged, so that docker/podman log in and retry.
   if (principal.kind === 'anonymous') throw unauthorized(s, 'authentication required', scope);
   throw new OciError('DENIED', 'requested access to the resource is denied');
 }
