@@ -9,7 +9,16 @@ export interface ApiTarget {
 
 /** MERIDIAN_URL; MERIDIAN_TOKEN (an API token) or MERIDIAN_USERNAME + MERIDIAN_PASSWORD. */
 export function apiTargetFromEnv(env: Record<string, string | undefined>): ApiTarget {
-  const url = (env.MERIDIAN_URL ?? 'http://127.0.0.1:5000').replace(/\/+$/, '');
+  const url = (env.MERIDIAN_URL || 'http://127.0.0.1:5000').replace(/\/+$/, '');
+  let parsed: URL | undefined;
+  try {
+    parsed = new URL(url);
+  } catch {
+    parsed = undefined;
+  }
+  if (!parsed || (parsed.protocol !== 'http:' && parsed.protocol !== 'https:')) {
+    throw new CliError(`"${url}" is not an http(s) URL (--url or MERIDIAN_URL)`, 2);
+  }
   if (env.MERIDIAN_TOKEN) return { url, authorization: `Bearer ${env.MERIDIAN_TOKEN}` };
   if (env.MERIDIAN_USERNAME) return { url, authorization: `Basic ${Buffer.from(`${env.MERIDIAN_USERNAME}:${env.MERIDIAN_PASSWORD ?? ''}`).toString('base64')}` };
   return { url };
@@ -59,7 +68,8 @@ export async function api(target: ApiTarget, method: string, path: string, body?
   }
   if (r.status >= 400) {
     const detail = (json as { detail?: string } | undefined)?.detail ?? (typeof json === 'string' && json ? json : r.statusText);
-    throw new CliError(`${r.status} ${detail}`);
+    // One line, whatever the server sent.
+    throw new CliError(`${r.status} ${String(detail).replace(/\s+/g, ' ').trim().slice(0, 500)}`);
   }
   return { status: r.status, json };
 }

@@ -1,7 +1,7 @@
 // The `meridian` command line: a client of the management API.
 //
-//   meridian [--url URL] <command> …     (MERIDIAN_URL; MERIDIAN_USERNAME + MERIDIAN_PASSWORD,
-//                                          or MERIDIAN_TOKEN, say who you are)
+//   meridian [--url URL] [--username U [--password P]] <command> …
+//       (MERIDIAN_URL; MERIDIAN_USERNAME + MERIDIAN_PASSWORD, or MERIDIAN_TOKEN, say who you are)
 //
 // Errors are one line on stderr with a non-zero exit: 2 for usage, 1 when the server refused.
 import { createInterface } from 'node:readline/promises';
@@ -14,20 +14,36 @@ import { secretCommands } from './commands/secrets.ts';
 import { apiTargetFromEnv, type ApiTarget, CliError, type CliIo } from './client.ts';
 
 export function buildProgram(io: CliIo): Command {
+  // Global options go before the command (`meridian --username bob repo show …`): commands have
+  // options of the same names (`user create --password`, `mirror create --username` for the
+  // upstream) that must reach them, and commander would otherwise give them to the program.
   const program = new Command('meridian')
     .description('Meridian registry administration')
+    .enablePositionalOptions()
     .option('--url <url>', 'the registry (default: MERIDIAN_URL or http://127.0.0.1:5000)')
-    .option('--username <name>', 'who you are (default: MERIDIAN_USERNAME); the password comes from MERIDIAN_PASSWORD');
+    .option('--username <name>', 'who you are (default: MERIDIAN_USERNAME)')
+    .option('--password <password>', 'your password (default: MERIDIAN_PASSWORD, which is safer: a command line is visible to other users)');
   const target = (): ApiTarget => {
-    const o = program.opts<{ url?: string; username?: string }>();
-    return apiTargetFromEnv({ ...io.env, ...(o.url ? { MERIDIAN_URL: o.url } : {}), ...(o.username ? { MERIDIAN_USERNAME: o.username } : {}) });
+    const o = program.opts<{ url?: string; username?: string; password?: string }>();
+    return apiTargetFromEnv({
+      ...io.env,
+      ...(o.url ? { MERIDIAN_URL: o.url } : {}),
+      // Naming someone on the command line means Basic credentials, even if MERIDIAN_TOKEN is set.
+      ...(o.username ? { MERIDIAN_USERNAME: o.username, MERIDIAN_TOKEN: undefined } : {}),
+      ...(o.password !== undefined ? { MERIDIAN_PASSWORD: o.password } : {}),
+    });
   };
   for (const c of [...accountCommands(io, target), repoCommands(io, target), ...replicationCommands(io, target), secretCommands(io, target), mirrorCommand(io, target)]) {
     program.addCommand(c);
   }
   // Every command, however deep, reports through io and never exits the process itself.
   const configure = (c: Command) => {
-    c.exitOverride().configureOutput({ writeOut: (s) => io.out(s.trimEnd()), writeErr: (s) => io.err(s.trimEnd()) });
+    c.exitOverride().configureOutput({
+      writeOut: (s) => io.out(s.trimEnd()),
+      writeErr: (s) => io.err(s.trimEnd()),
+      // Usage mistakes read like every other error: `meridian: unknown option '--x'`, one line.
+      outputError: (s, write) => write(`meridian: ${s.replace(/^error:\s*/, '').replace(/\s+/g, ' ').trim()}\n`),
+    });
     c.commands.forEach(configure);
   };
   configure(program);

@@ -1,22 +1,24 @@
 // Organizations, robot accounts, users and API tokens — Quay's endpoints and shapes:
 //   POST /api/v1/organization/                      {name, email?}            201
+//   (a taken name, an existing robot: 400 with Quay's message, as Quay answers — not 409)
 //   GET  /api/v1/organization/<org>
 //   GET  /api/v1/organization/<org>/robots
 //   PUT|GET|DELETE /api/v1/organization/<org>/robots/<short>   {description?}  201 {name, token…}
 //   POST /api/v1/organization/<org>/robots/<short>/regenerate
 //   PUT|GET|DELETE /api/v1/user/robots/<short>     (robots of the caller's own namespace)
+//   POST /api/v1/user/robots/<short>/regenerate
 //   GET  /api/v1/user/                              the caller
 //   POST /api/v1/user/apptoken                      {title}  → an API token, shown once
-//   POST /api/v1/superuser/users/                   {username, email?, password?}  (superusers)
+//   POST /api/v1/superuser/users/                   {username, email?, password?}  200 (superusers)
 import { and, asc, eq } from 'drizzle-orm';
 import type { Context } from 'koa';
-import { createOrganization, createRobot, createUser, namespaceByName, regenerateRobotToken, robotName, type RobotRow } from '../../auth/accounts.ts';
+import { NAME_TAKEN, createOrganization, createRobot, createUser, namespaceByName, regenerateRobotToken, robotName, type RobotRow } from '../../auth/accounts.ts';
 import { generateToken, tokenHash } from '../../auth/passwords.ts';
 import { isNamespaceAdmin } from '../../auth/permissions.ts';
 import type { Principal } from '../../auth/principal.ts';
 import { mirrorConfigs, robots, tokens } from '../../db/schema.ts';
 import type { Services } from '../../platform/services.ts';
-import { ApiError, caller, jsonObject, requireNamespaceAdmin, requireSuperuser, str } from './common.ts';
+import { ApiError, caller, jsonObject, quayDuplicate, requireNamespaceAdmin, requireSuperuser, str } from './common.ts';
 import { routes } from './routing.ts';
 
 function robotView(namespace: string, r: RobotRow, token?: string) {
@@ -45,7 +47,11 @@ export function accountRoutes(s: Services) {
     const body = await jsonObject(ctx);
     const ns = await namespaceByName(s.db, namespace);
     if (!ns) throw new ApiError(404, 'not_found', `namespace ${namespace} not found`);
-    const created = await s.db.transaction((tx) => createRobot(tx, { namespace: ns, shortName: short, description: str(body, 'description', { optional: true }) }));
+    // Quay: an existing robot is a 400 "Existing robot with name: <ns>+<short>" (its token is
+    // not returned again: only its hash is stored).
+    const created = await quayDuplicate(`Existing robot with name: ${robotName(namespace, short)}`, () =>
+      s.db.transaction((tx) => createRobot(tx, { namespace: ns, shortName: short, description: str(body, 'description', { optional: true }) })),
+    );
     ctx.status = 201;
     ctx.body = robotView(namespace, created.robot, created.token);
   };
@@ -66,7 +72,7 @@ export function accountRoutes(s: Services) {
         if (p.kind !== 'user') throw new ApiError(403, 'insufficient_scope', 'robots cannot create organizations');
         const body = await jsonObject(ctx);
         const name = str(body, 'name')!;
-        const org = await s.db.transaction((tx) => createOrganization(tx, { name, creatorUserId: p.userId }));
+        const org = await quayDuplicate(NAME_TAKEN, () => s.db.transaction((tx) => createOrganization(tx, { name, creatorUserId: p.userId })));
         ctx.status = 201;
         ctx.body = { name: org.name };
       },
@@ -121,7 +127,7 @@ export function accountRoutes(s: Services) {
       run: async (ctx, [org, short]) => {
         await requireNamespaceAdmin(s, ctx, org!);
         const r = await robotIn(s, org!, short!);
-        ctx.body = robotView(org!, r, await regenerateRobotToken(s.db, r.id));
+        ctx.body = robotView(org!, r, await s.db.transaction((tx) => regenerateRobotToken(tx, r.id)));
       },
     },
     {
@@ -135,6 +141,15 @@ export function accountRoutes(s: Services) {
       run: async (ctx, [short]) => {
         const ns = ownNamespace(await caller(s, ctx));
         ctx.body = robotView(ns, await robotIn(s, ns, short!));
+      },
+    },
+    {
+      method: 'POST',
+      pattern: /^\/api\/v1\/user\/robots\/([^/]+)\/regenerate\/?$/,
+      run: async (ctx, [short]) => {
+        const ns = ownNamespace(await caller(s, ctx));
+        const r = await robotIn(s, ns, short!);
+        ctx.body = robotView(ns, r, await s.db.transaction((tx) => regenerateRobotToken(tx, r.id)));
       },
     },
     {
@@ -179,8 +194,9 @@ export function accountRoutes(s: Services) {
         const given = str(body, 'password', { optional: true });
         const password = given ?? generateToken(18);
         const email = str(body, 'email', { optional: true });
-        await s.db.transaction((tx) => createUser(tx, { username, password, email }));
-        ctx.status = 201;
+        await quayDuplicate(NAME_TAKEN, () => s.db.transaction((tx) => createUser(tx, { username, password, email })));
+        // 200, as Quay answers. A generated password is shown this once; a given one is never echoed.
+        ctx.status = 200;
         ctx.body = { username, email: email ?? null, ...(given ? {} : { password }) };
       },
     },

@@ -21,7 +21,8 @@ export class ApiError extends Error {
   }
 }
 
-/** Quay's error body: RFC 7807 problem details plus Quay's `error_message`/`error_type`. */
+/** Quay's error body: RFC 7807 problem details plus Quay's `error_message`/`error_type`, and
+ * `message`, which older Quay answers carried and many scripts still read. */
 export function problem(ctx: Koa.Context, s: Services, e: ApiError): void {
   ctx.status = e.status;
   ctx.type = 'application/problem+json';
@@ -32,6 +33,7 @@ export function problem(ctx: Koa.Context, s: Services, e: ApiError): void {
     detail: e.message,
     error_type: e.errorType,
     error_message: e.message,
+    message: e.message,
   });
   if (e.status === 401) ctx.set('WWW-Authenticate', 'Basic realm="meridian"');
 }
@@ -63,14 +65,32 @@ export async function jsonObject(ctx: Koa.Context): Promise<Record<string, unkno
   return body as Record<string, unknown>;
 }
 
-/** The authenticated caller; 401 without (valid) credentials. */
-export async function caller(s: Services, ctx: Koa.Context): Promise<Principal> {
+/** The caller, anonymous when there are no credentials; 401 for wrong ones. */
+export async function optionalCaller(s: Services, ctx: Koa.Context): Promise<Principal> {
   try {
-    const auth = await authenticate(s, ctx.get('Authorization') || undefined, 'api');
-    if (auth.principal.kind === 'anonymous') throw new ApiError(401, 'unauthorized', 'authentication required');
-    return auth.principal;
+    return (await authenticate(s, ctx.get('Authorization') || undefined, 'api')).principal;
   } catch (e) {
     if (e instanceof AuthenticationError) throw new ApiError(401, 'unauthorized', e.message);
+    throw e;
+  }
+}
+
+/** The authenticated caller; 401 without (valid) credentials. */
+export async function caller(s: Services, ctx: Koa.Context): Promise<Principal> {
+  const p = await optionalCaller(s, ctx);
+  if (p.kind === 'anonymous') throw new ApiError(401, 'unauthorized', 'authentication required');
+  return p;
+}
+
+/**
+ * Quay answers "already exists" with 400 and a fixed message (not 409), and scripts written for
+ * Quay test for exactly that to be idempotent; the Quay-shaped endpoints keep its answer.
+ */
+export async function quayDuplicate<T>(message: string, fn: () => Promise<T>): Promise<T> {
+  try {
+    return await fn();
+  } catch (e) {
+    if (e instanceof DomainError && e.kind === 'conflict') throw new ApiError(400, 'invalid_request', message);
     throw e;
   }
 }
@@ -96,11 +116,16 @@ export async function adminRepository(s: Services, ctx: Koa.Context, fullName: s
   return { principal, repo };
 }
 
-/** A repository the caller may at least read (404 rather than 403 for the rest: no leaks). */
+/** A repository the caller may at least read (404 rather than 403 for the rest: no leaks).
+ * Anyone, anonymous included, may read a public repository, as in Quay. */
 export async function readableRepository(s: Services, ctx: Koa.Context, fullName: string): Promise<{ principal: Principal; repo: Repository }> {
-  const principal = await caller(s, ctx);
+  const principal = await optionalCaller(s, ctx);
   const repo = await findRepository(s.db, fullName);
-  if (!repo || !(await repositoryRole(s.db, principal, repo))) throw new ApiError(404, 'not_found', `repository ${fullName} not found`);
+  if (!repo || !(await repositoryRole(s.db, principal, repo))) {
+    // Anonymous callers are asked to log in, whether or not the repository exists.
+    if (principal.kind === 'anonymous') throw new ApiError(401, 'unauthorized', 'authentication required');
+    throw new ApiError(404, 'not_found', `repository ${fullName} not found`);
+  }
   return { principal, repo };
 }
 

@@ -1,5 +1,7 @@
 // Repositories — Quay's endpoints and shapes:
-//   POST   /api/v1/repository                 {namespace, repository, visibility, description}  201
+//   POST   /api/v1/repository                 {namespace?, repository, visibility, description}  201
+//          (the creator becomes admin when nothing else makes them one; an existing repository is
+//          Quay's 400 "Repository already exists")
 //   GET    /api/v1/repository/<ns>/<repo>
 //   DELETE /api/v1/repository/<ns>/<repo>                                                    204
 //   POST   /api/v1/repository/<ns>/<repo>/changevisibility  {visibility}
@@ -7,7 +9,8 @@
 //   GET    /api/v1/repository/<ns>/<repo>/permissions/user/
 //   PUT|GET|DELETE /api/v1/repository/<ns>/<repo>/permissions/user/<name>  {role}
 // <repo> may itself contain slashes (org/team/app).
-import { mayCreateIn, repositoryRole } from '../../auth/permissions.ts';
+import { namespaceByName } from '../../auth/accounts.ts';
+import { grantCreatorAdmin, mayCreateIn, repositoryRole } from '../../auth/permissions.ts';
 import { deletePermission, listPermissions, setPermission } from '../../auth/grants.ts';
 import type { Services } from '../../platform/services.ts';
 import { mirrorRepositoryDeleted } from '../../mirror/config.ts';
@@ -21,7 +24,7 @@ import {
   type Repository,
   type RepositoryState,
 } from '../../registry/repositories.ts';
-import { ApiError, adminRepository, caller, jsonObject, readableRepository, str } from './common.ts';
+import { ApiError, adminRepository, caller, jsonObject, quayDuplicate, readableRepository, str } from './common.ts';
 import { routes } from './routing.ts';
 
 const STATE_NAMES: Record<RepositoryState, string> = { normal: 'NORMAL', mirror: 'MIRROR', readonly: 'READ_ONLY' };
@@ -34,8 +37,10 @@ async function repositoryView(s: Services, repo: Repository, role: string | null
     kind: 'image',
     description: repo.description,
     is_public: repo.visibility === 'public',
+    is_organization: (await namespaceByName(s.db, repo.namespaceName))?.kind === 'organization',
     state: STATE_NAMES[repo.state],
-    can_write: role === 'write' || role === 'admin',
+    // Quay: writing needs the permission and a NORMAL repository.
+    can_write: (role === 'write' || role === 'admin') && repo.state === 'normal',
     can_admin: role === 'admin',
     tags: Object.fromEntries((await listTags(s.db, repo.id, { limit: 100 })).map((t) => [t, { name: t }])),
   };
@@ -57,16 +62,23 @@ export function repositoryRoutes(s: Services) {
       run: async (ctx) => {
         const p = await caller(s, ctx);
         const body = await jsonObject(ctx);
-        const namespace = str(body, 'namespace')!;
+        // As in Quay, the namespace defaults to the caller's own.
+        const namespace = str(body, 'namespace', { optional: true }) ?? (p.kind === 'user' ? p.username : undefined);
+        if (namespace === undefined) throw new ApiError(400, 'invalid_request', 'namespace is required');
         const name = str(body, 'repository')!;
         const fullName = `${namespace}/${name}`;
-        if (!parseRepositoryPath(fullName)) throw new ApiError(400, 'invalid_request', `"${fullName}" is not a valid repository name`);
         if (!(await mayCreateIn(s.db, p, namespace))) throw new ApiError(403, 'insufficient_scope', `you may not create repositories in ${namespace}`);
-        const repo = await createRepository(s.db, {
-          fullName,
-          visibility: visibility(str(body, 'visibility', { optional: true })),
-          description: str(body, 'description', { optional: true }),
-        });
+        if (!parseRepositoryPath(fullName)) throw new ApiError(400, 'invalid_request', `Invalid repository name: "${fullName}" (lowercase letters, digits and separators . _ -, components joined by /)`);
+        const vis = visibility(str(body, 'visibility', { optional: true }));
+        const description = str(body, 'description', { optional: true });
+        if (description !== undefined && description.length > 64 * 1024) throw new ApiError(400, 'invalid_request', 'description: at most 65536 characters');
+        const repo = await quayDuplicate('Repository already exists', () =>
+          s.db.transaction(async (tx) => {
+            const created = await createRepository(tx, { fullName, visibility: vis, description });
+            await grantCreatorAdmin(tx, p, created);
+            return created;
+          }),
+        );
         ctx.status = 201;
         ctx.body = { namespace: repo.namespaceName, name: repo.name, kind: 'image' };
       },

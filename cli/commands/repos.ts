@@ -14,9 +14,11 @@ export function repoCommands(io: CliIo, target: () => ApiTarget): Command {
     .command('create <repository>')
     .option('--public', 'anyone may pull it')
     .option('--description <text>')
-    .action(async (full: string, o: { public?: boolean; description?: string }) => {
+    .option('--json', 'print the API answer')
+    .action(async (full: string, o: { public?: boolean; description?: string; json?: boolean }) => {
       const { namespace, name } = split(full);
-      await api(target(), 'POST', '/repository', { namespace, repository: name, visibility: o.public ? 'public' : 'private', description: o.description ?? '' });
+      const { json } = await api(target(), 'POST', '/repository', { namespace, repository: name, visibility: o.public ? 'public' : 'private', description: o.description ?? '' });
+      if (o.json) return io.out(JSON.stringify(json, null, 2));
       io.out(`created repository ${full}`);
     });
   repo
@@ -34,10 +36,12 @@ export function repoCommands(io: CliIo, target: () => ApiTarget): Command {
   repo
     .command('grant <repository> <user-or-robot> <role>')
     .description('give a user or a robot (ns+name) read, write or admin on the repository')
-    .action(async (full: string, who: string, role: string) => {
+    .option('--json', 'print the API answer')
+    .action(async (full: string, who: string, role: string, o: { json?: boolean }) => {
       split(full);
       if (!['read', 'write', 'admin'].includes(role)) throw new CliError('role must be read, write or admin', 2);
-      await api(target(), 'PUT', `/repository/${full}/permissions/user/${encodeURIComponent(who)}`, { role });
+      const { json } = await api(target(), 'PUT', `/repository/${full}/permissions/user/${encodeURIComponent(who)}`, { role });
+      if (o.json) return io.out(JSON.stringify(json, null, 2));
       io.out(`${who} has ${role} on ${full}`);
     });
   repo
