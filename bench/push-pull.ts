@@ -68,6 +68,7 @@ async function main(): Promise<void> {
   console.log(`bench: ${(size / GiB).toFixed(1)} GiB blob; starting a throw-away stack`);
   const eph = await startEphemeralStack({ name: 'bench' });
   let api: ChildProcess | undefined;
+  let redirectApi: ChildProcess | undefined;
   try {
     const region = eph.regions[0]!;
     const s3 = new S3Driver({ name: region.name, endpoint: `http://127.0.0.1:${region.port}`, region: 'us-east-1', bucket: DEV_BUCKET, ...eph.s3Credentials });
@@ -82,8 +83,15 @@ async function main(): Promise<void> {
       env: { ...process.env, ...eph.env({ PORT: String(port), MERIDIAN_BLOB_SERVE_MODE: 'proxy', MERIDIAN_STORAGE_PREFERENCE: region.name, LOG_LEVEL: 'warn' }) },
       stdio: ['ignore', 'inherit', 'inherit'],
     });
-    while (!(await canConnect(port))) await new Promise((r) => setTimeout(r, 200));
+    const redirectPort = await freePort();
+    redirectApi = spawn(process.execPath, ['--import', 'tsx', 'api/server.ts'], {
+      cwd: PROJECT_ROOT,
+      env: { ...process.env, ...eph.env({ PORT: String(redirectPort), MERIDIAN_STORAGE_PREFERENCE: region.name, LOG_LEVEL: 'warn' }) },
+      stdio: ['ignore', 'inherit', 'inherit'],
+    });
+    while (!(await canConnect(port)) || !(await canConnect(redirectPort))) await new Promise((r) => setTimeout(r, 200));
     const base = `http://127.0.0.1:${port}`;
+    const redirectBase = `http://127.0.0.1:${redirectPort}`;
 
     process.stdout.write('bench: computing the digest of the test bytes… ');
     const h = createHash('sha256');
@@ -95,8 +103,10 @@ async function main(): Promise<void> {
     const [, rawPutMs] = await timed(() =>
       new Upload({ client: s3.client, params: { Bucket: DEV_BUCKET, Key: 'bench/raw', Body: Readable.from(bytes()) }, partSize: 16 * 1024 * 1024, queueSize: 4 }).done(),
     );
-    const [rawGot, rawGetMs] = await timed(async () => drain((await s3.client.send(new GetObjectCommand({ Bucket: DEV_BUCKET, Key: 'bench/raw' }))).Body as Readable));
-    if (rawGot !== size) throw new Error('raw GET returned the wrong size');
+    // Both GETs hash what they receive, so the comparison carries the same client work.
+    const rawHash = createHash('sha256');
+    const [rawGot, rawGetMs] = await timed(async () => drain((await s3.client.send(new GetObjectCommand({ Bucket: DEV_BUCKET, Key: 'bench/raw' }))).Body as Readable, rawHash));
+    if (rawGot !== size || `sha256:${rawHash.digest('hex')}` !== digest) throw new Error('raw GET returned other bytes');
     await s3.delete('bench/raw');
 
     // Meridian: a docker-style push (POST, one streamed PATCH, PUT with the digest).
@@ -116,6 +126,15 @@ async function main(): Promise<void> {
     const check = createHash('sha256');
     const [pulled, pullMs] = await timed(async () => drain(await request(`${base}/v2/bench/big/blobs/${digest}`, { headers: { Authorization: auth } }), check));
     if (pulled !== size || `sha256:${check.digest('hex')}` !== digest) throw new Error('pulled bytes differ');
+    // The default mode: the registry answers 307 to a presigned URL of the nearest copy.
+    const redirectHash = createHash('sha256');
+    const [, redirectMs] = await timed(async () => {
+      const res = await request(`${redirectBase}/v2/bench/big/blobs/${digest}`, { headers: { Authorization: auth } });
+      await drain(res);
+      if (res.statusCode !== 307) throw new Error(`expected a redirect, got ${res.statusCode}`);
+      return drain(await request(res.headers.location!, {}), redirectHash);
+    });
+    if (`sha256:${redirectHash.digest('hex')}` !== digest) throw new Error('redirected pull returned other bytes');
     const rss = peakRssMb(api.pid!);
 
     console.log(`
@@ -124,12 +143,14 @@ async function main(): Promise<void> {
   Meridian push        ${mbps(size, pushMs)}   ${(rawPutMs / pushMs).toFixed(2)}x
   raw S3 GET           ${mbps(size, rawGetMs)}
   Meridian pull proxy  ${mbps(size, pullMs)}   ${(rawGetMs / pullMs).toFixed(2)}x
-  API peak RSS         ${rss.toFixed(0)} MB (limit 300 MB) ${rss < 300 ? 'OK' : 'OVER'}
+  Meridian pull (307)  ${mbps(size, redirectMs)}   ${(rawGetMs / redirectMs).toFixed(2)}x   (default: redirect to the nearest copy)
+  API peak RSS         ${rss.toFixed(0)} MB (limit 300 MB) ${rss < 300 ? 'OK' : 'OVER'}   (the instance that took the push and proxied the pull)
 `);
     s3.close();
     if (rss >= 300) process.exitCode = 1;
   } finally {
     api?.kill('SIGTERM');
+    redirectApi?.kill('SIGTERM');
     await eph.destroy();
   }
 }

@@ -28,7 +28,8 @@ export function toOciError(e: unknown): OciError | undefined {
   if (e instanceof RepositoryError || e instanceof AccountError) {
     if (e.kind === 'invalid') return new OciError('NAME_INVALID', e.message);
     if (e.kind === 'not_found') return new OciError('NAME_UNKNOWN', e.message);
-    return undefined;
+    if (e.kind === 'forbidden') return new OciError('DENIED', e.message);
+    return new OciError('UNSUPPORTED', e.message, undefined, e.kind === 'conflict' ? 409 : 400);
   }
   if (e instanceof NoLocationError || e instanceof StorageUnavailableError) {
     return new OciError('UNAVAILABLE', 'storage is temporarily unavailable, retry later', undefined, 503, { 'Retry-After': '5' });

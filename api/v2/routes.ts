@@ -2,6 +2,7 @@
 // with the spec's own grammar rather than with a path-to-regexp router. Each route names the
 // actions it needs; access is decided before any handler runs.
 import type Koa from 'koa';
+import { grantCreatorAdmin } from '../../auth/permissions.ts';
 import { authorizeV2 } from '../../auth/v2-access.ts';
 import type { Principal, RepoAction } from '../../auth/principal.ts';
 import type { Services } from '../../platform/services.ts';
@@ -147,10 +148,17 @@ async function dispatch(s: Services, ctx: Koa.Context): Promise<void> {
     const principal = await authorizeV2(s, ctx.headers, { repository: name, actions: method.actions });
     let repo = await findRepository(s.db, name);
     if (!repo && method.creates) {
-      // authorizeV2 granted push, so the principal may create repositories in this namespace.
-      repo = await createRepository(s.db, { fullName: name }, 'return').catch((e: unknown) => {
-        throw toOciError(e) ?? e;
-      });
+      // authorizeV2 granted push, so the principal may create repositories in this namespace;
+      // a creator-role member becomes the new repository's admin, as through the API.
+      repo = await s.db
+        .transaction(async (tx) => {
+          const created = await createRepository(tx, { fullName: name }, 'return');
+          await grantCreatorAdmin(tx, principal, created);
+          return created;
+        })
+        .catch((e: unknown) => {
+          throw toOciError(e) ?? e;
+        });
     }
     if (!repo && method.whenMissing) return method.whenMissing(ctx);
     if (!repo) throw new OciError('NAME_UNKNOWN', `repository ${name} is not known to the registry`, { name });
