@@ -33,6 +33,17 @@ function unauthorized(s: Services, message: string, scope: string | undefined, e
   return new OciError('UNAUTHORIZED', message, undefined, 401, { 'WWW-Authenticate': challenge(s, scope, error) });
 }
 
+/** A 401 asking the client for a token covering every one of `scopes` (Docker puts several in
+ * one `scope` parameter, space separated) — e.g. a mount's target and source repositories. */
+export function insufficientScope(s: Services, scopes: string[]): OciError {
+  return unauthorized(s, 'token does not grant the requested access', scopes.join(' '), 'insufficient_scope');
+}
+
+/** True for the 401 authorizeV2 raises when a token lacks a scope its holder does have. */
+export function isInsufficientScope(e: unknown): boolean {
+  return e instanceof OciError && e.status === 401 && /error="insufficient_scope"/.test(e.headers['WWW-Authenticate'] ?? '');
+}
+
 /**
  * Authenticates the request and checks that it may do `actions`. Returns the principal.
  * Throws OciError('UNAUTHORIZED') with a `WWW-Authenticate: Bearer realm=…,service=…,scope=…`

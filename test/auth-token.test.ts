@@ -77,6 +77,24 @@ describe('registry token authentication', () => {
     expect(push.headers.get('www-authenticate')).toContain(`scope="repository:${repo}:pull,push",error="insufficient_scope"`);
   });
 
+  it('asks for a token covering the source repository of a cross-repository mount', async () => {
+    const target = `${owner.username}/mount-target`;
+    const manifest = await (await fetch(`${api.url}/v2/${repo}/manifests/v1`, { headers: { Authorization: owner.authorization } })).json() as { layers: { digest: string }[] };
+    const layer = manifest.layers[0]!.digest;
+    const onlyTarget = ((await (await token([`repository:${target}:pull,push`], owner.authorization)).json()) as { token: string }).token;
+    const first = await fetch(`${api.url}/v2/${target}/blobs/uploads/?mount=${layer}&from=${repo}`, { method: 'POST', headers: { Authorization: `Bearer ${onlyTarget}` } });
+    expect(first.status).toBe(401);
+    expect(first.headers.get('www-authenticate')).toContain(`scope="repository:${target}:pull,push repository:${repo}:pull",error="insufficient_scope"`);
+    const both = ((await (await token([`repository:${target}:pull,push`, `repository:${repo}:pull`], owner.authorization)).json()) as { token: string }).token;
+    const mounted = await fetch(`${api.url}/v2/${target}/blobs/uploads/?mount=${layer}&from=${repo}`, { method: 'POST', headers: { Authorization: `Bearer ${both}` } });
+    expect(mounted.status).toBe(201);
+    // Someone who may not read the source gets an ordinary upload, and learns nothing.
+    const stranger = await createTestUser('tok-stranger');
+    const strangerToken = ((await (await token([`repository:${stranger.username}/x:pull,push`, `repository:${repo}:pull`], stranger.authorization)).json()) as { token: string }).token;
+    const fallback = await fetch(`${api.url}/v2/${stranger.username}/x/blobs/uploads/?mount=${layer}&from=${repo}`, { method: 'POST', headers: { Authorization: `Bearer ${strangerToken}` } });
+    expect(fallback.status).toBe(202);
+  });
+
   it('accepts robots by name and token, granting what the robot was granted', async () => {
     const r = await token([`repository:${repo}:pull,push,delete`], basic(robot.name, robot.token));
     expect(claims(((await r.json()) as { token: string }).token).access[0]!.actions).toEqual(['pull', 'push']);

@@ -1,6 +1,6 @@
 // Blob upload routes: POST (start, monolithic, mount), PATCH (chunk), PUT (finish), GET (status),
 // DELETE (cancel).
-import { authorizeV2 } from '../../auth/v2-access.ts';
+import { authorizeV2, insufficientScope, isInsufficientScope } from '../../auth/v2-access.ts';
 import type { Principal } from '../../auth/principal.ts';
 import { linkBlob, linkedBlob } from '../../registry/blobs.ts';
 import { parseDigest } from '../../registry/digest.ts';
@@ -91,7 +91,10 @@ async function tryMount(r: V2Request, digest: string, from: string | undefined):
   if (!from || !isRepositoryName(from)) return false;
   try {
     await authorizeV2(r.s, r.ctx.headers, { repository: from, actions: ['pull'] });
-  } catch {
+  } catch (e) {
+    // The caller may pull the source but its token does not say so: as the distribution
+    // registry does, ask for a token covering both repositories, and the client retries.
+    if (isInsufficientScope(e)) throw insufficientScope(r.s, [`repository:${r.name}:pull,push`, `repository:${from}:pull`]);
     return false;
   }
   const source = await findRepository(r.s.db, from);
