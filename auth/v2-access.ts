@@ -10,6 +10,7 @@ import { OciError } from '../api/v2/errors.ts';
 import type { Services } from '../platform/services.ts';
 import { AuthenticationError, authenticate } from './authenticate.ts';
 import { repositoryAccess, visibleRepositoryNames } from './permissions.ts';
+import type { Repository } from '../registry/repositories.ts';
 import type { Principal, RepoAction } from './principal.ts';
 import { formatScope, tokenGrants, tokenService } from './tokens.ts';
 
@@ -56,6 +57,16 @@ export function isInsufficientScope(e: unknown): boolean {
  * MIRROR takes effect on the next request rather than when the token expires.
  */
 export async function authorizeV2(s: Services, headers: IncomingHttpHeaders, req: V2AccessRequest): Promise<Principal> {
+  return (await authorizeV2Repository(s, headers, req)).principal;
+}
+
+/** authorizeV2, also handing back the repository it looked up (undefined when it does not exist
+ * yet, or the request names none), so that the router does not look it up a second time. */
+export async function authorizeV2Repository(
+  s: Services,
+  headers: IncomingHttpHeaders,
+  req: V2AccessRequest,
+): Promise<{ principal: Principal; repo: Repository | undefined }> {
   const scope = req.catalog ? 'registry:catalog:*' : req.repository ? formatScope('repository', req.repository, req.actions) : undefined;
   const header = typeof headers.authorization === 'string' && headers.authorization !== '' ? headers.authorization : undefined;
   let auth;
@@ -78,7 +89,7 @@ export async function authorizeV2(s: Services, headers: IncomingHttpHeaders, req
         throw unauthorized(s, 'token does not grant the catalog', scope, 'insufficient_scope');
       }
     }
-    return principal;
+    return { principal, repo: undefined };
   }
 
   const access = await repositoryAccess(s.db, principal, req.repository);
@@ -88,7 +99,7 @@ export async function authorizeV2(s: Services, headers: IncomingHttpHeaders, req
     if (auth.via === 'registry-token' && !tokenGrants(auth.access!, req.repository, req.actions)) {
       throw unauthorized(s, 'token does not grant the requested access', scope, 'insufficient_scope');
     }
-    return principal;
+    return { principal, repo: access.repo };
   }
   // A write refused only because the repository is a mirror (or read-only) says so — to those
   // who may see the repository; the others learn nothing about it.

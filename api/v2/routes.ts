@@ -3,11 +3,11 @@
 // actions it needs; access is decided before any handler runs.
 import type Koa from 'koa';
 import { grantCreatorAdmin } from '../../auth/permissions.ts';
-import { authorizeV2 } from '../../auth/v2-access.ts';
+import { authorizeV2, authorizeV2Repository } from '../../auth/v2-access.ts';
 import type { Principal, RepoAction } from '../../auth/principal.ts';
 import type { Services } from '../../platform/services.ts';
 import { isRepositoryName } from '../../registry/names.ts';
-import { createRepository, findRepository, type Repository } from '../../registry/repositories.ts';
+import { createRepository, type Repository } from '../../registry/repositories.ts';
 import { deleteBlob, getBlob } from './blobs.ts';
 import { catalog, tagList } from './listing.ts';
 import { deleteManifestRoute, getManifest, putManifestRoute } from './manifests.ts';
@@ -145,8 +145,9 @@ async function dispatch(s: Services, ctx: Koa.Context): Promise<void> {
       throw new OciError('UNSUPPORTED', `${ctx.method} is not supported here`, undefined, 405);
     }
     if (!isRepositoryName(name)) throw new OciError('NAME_INVALID', 'invalid repository name', { name: name.slice(0, 256) });
-    const principal = await authorizeV2(s, ctx.headers, { repository: name, actions: method.actions });
-    let repo = await findRepository(s.db, name);
+    const authorized = await authorizeV2Repository(s, ctx.headers, { repository: name, actions: method.actions });
+    const principal = authorized.principal;
+    let repo = authorized.repo;
     if (!repo && method.creates) {
       // authorizeV2 granted push, so the principal may create repositories in this namespace;
       // a creator-role member becomes the new repository's admin, as through the API.
