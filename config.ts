@@ -1,6 +1,8 @@
 // The one place that reads the environment. Every setting has a default that works with
 // `npm start` on one machine; a bad value stops start-up with a one-line message naming the
 // variable (ConfigError), never a stack trace.
+import { readFileSync } from 'node:fs';
+import { availableParallelism } from 'node:os';
 
 export class ConfigError extends Error {
   constructor(
@@ -14,17 +16,47 @@ export class ConfigError extends Error {
 
 export type BlobServeMode = 'redirect' | 'proxy';
 
+/** How to reach a Temporal cluster: the dev server of `npm start`, a self-hosted cluster with
+ * (mutual) TLS, or Temporal Cloud with an API key. Read from the variables the `temporal` CLI
+ * uses, so one environment serves both. */
+export interface TemporalSettings {
+  /** Frontend host:port. */
+  address: string;
+  namespace: string;
+  /** TLS to the frontend; absent means plaintext (the dev server). */
+  tls?: TemporalTls;
+  /** Sent as `Authorization: Bearer <key>` on every call (Temporal Cloud API keys). */
+  apiKey?: string;
+}
+
+export interface TemporalTls {
+  /** PEM CA bundle that signed the frontend's certificate; the system's roots when absent. */
+  serverCa?: Buffer;
+  /** PEM client certificate and key, for a frontend that requires mutual TLS. */
+  clientCert?: Buffer;
+  clientKey?: Buffer;
+  /** Name to verify the frontend's certificate against, when it differs from the address's host. */
+  serverName?: string;
+}
+
 export interface Config {
   /** Where the API listens. */
   host: string;
   port: number;
+  /** API processes sharing the port (`npm start`, `node dist/api/main.js`); default one per core. */
+  apiWorkers: number;
   /** The URL clients reach this instance at: token realm, upload Location headers. */
   publicUrl: string;
   databaseUrl: string;
   redisUrl: string;
   /** Prefix of every Redis key, so several deployments (or test runs) can share one Redis. */
   redisKeyPrefix: string;
-  temporal: { address: string; namespace: string };
+  temporal: TemporalSettings;
+  /** host:port where each worker process serves the Temporal SDK's Prometheus metrics; none when absent. */
+  workerMetricsAddress: string | undefined;
+  /** A workflow bundle built by `npm run build` (scripts/bundle-workflows.ts); workers bundle
+   * workflows/ themselves at start-up when absent. */
+  workflowBundlePath: string | undefined;
   /** Ordered storage location names, nearest first (Quay's QUAY_DISTRIBUTED_STORAGE_PREFERENCE). */
   storagePreference: string[];
   /** Credentials of the S3 servers that `npm start` runs; locations refer to them as `env:MERIDIAN_DEV_S3`. */
@@ -115,6 +147,51 @@ function parseKey(name: string, raw: string, minBytes: number): Buffer {
   return buf;
 }
 
+/** PEM from `<NAME>_PATH` (a file) or `<NAME>_DATA` (the PEM itself), the Temporal CLI's pair. */
+function pem(env: Env, name: string, kind: 'CERTIFICATE' | 'PRIVATE KEY'): Buffer | undefined {
+  const file = env[`${name}_PATH`] || undefined;
+  const data = env[`${name}_DATA`] || undefined;
+  if (file && data) throw new ConfigError(`${name}_PATH`, `set ${name}_PATH or ${name}_DATA, not both`);
+  const variable = file ? `${name}_PATH` : `${name}_DATA`;
+  let buf: Buffer;
+  if (file) {
+    try {
+      buf = readFileSync(file);
+    } catch (e) {
+      throw new ConfigError(variable, `cannot read ${file}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`);
+    }
+  } else if (data) {
+    buf = Buffer.from(data.replace(/\\n/g, '\n'));
+  } else {
+    return undefined;
+  }
+  const text = buf.toString('latin1');
+  const ok = kind === 'CERTIFICATE' ? /-----BEGIN CERTIFICATE-----/.test(text) : /-----BEGIN [A-Z ]*PRIVATE KEY-----/.test(text);
+  if (!ok) throw new ConfigError(variable, `expected a PEM ${kind.toLowerCase()}`);
+  return buf;
+}
+
+function temporalSettings(env: Env): TemporalSettings {
+  const serverCa = pem(env, 'TEMPORAL_TLS_SERVER_CA_CERT', 'CERTIFICATE');
+  const clientCert = pem(env, 'TEMPORAL_TLS_CLIENT_CERT', 'CERTIFICATE');
+  const clientKey = pem(env, 'TEMPORAL_TLS_CLIENT_KEY', 'PRIVATE KEY');
+  const serverName = env.TEMPORAL_TLS_SERVER_NAME || undefined;
+  const apiKey = env.TEMPORAL_API_KEY || undefined;
+  if (!!clientCert !== !!clientKey) {
+    throw new ConfigError(clientCert ? 'TEMPORAL_TLS_CLIENT_KEY_PATH' : 'TEMPORAL_TLS_CLIENT_CERT_PATH', 'a client certificate needs its key and a key its certificate');
+  }
+  const anyTls = !!(serverCa || clientCert || serverName);
+  // TLS is on when asked for, when any TLS setting is given, or with an API key (Temporal Cloud).
+  const tlsOn = bool(env, 'TEMPORAL_TLS', anyTls || !!apiKey);
+  if (!tlsOn && anyTls) throw new ConfigError('TEMPORAL_TLS', 'is false but TLS certificates or a server name are set');
+  return {
+    address: hostPort(env, 'TEMPORAL_ADDRESS', '127.0.0.1:7233'),
+    namespace: str(env, 'TEMPORAL_NAMESPACE', 'default'),
+    ...(tlsOn ? { tls: { serverCa, clientCert, clientKey, serverName } } : {}),
+    ...(apiKey ? { apiKey } : {}),
+  };
+}
+
 export const LOCATION_NAME = /^[a-z0-9][a-z0-9-]{0,62}$/;
 
 function list(env: Env, name: string, fallback: string[]): string[] {
@@ -147,14 +224,14 @@ export function loadConfig(env: Env = process.env): Config {
   return {
     host,
     port,
+    apiWorkers: int(env, 'MERIDIAN_API_WORKERS', availableParallelism(), 1, 256),
     publicUrl,
     databaseUrl: url(env, 'DATABASE_URL', 'postgres://postgres@127.0.0.1:5432/meridian', ['postgres:', 'postgresql:']),
     redisUrl: url(env, 'REDIS_URL', 'redis://127.0.0.1:6379/0', ['redis:', 'rediss:']),
     redisKeyPrefix: str(env, 'MERIDIAN_REDIS_PREFIX', 'meridian:'),
-    temporal: {
-      address: hostPort(env, 'TEMPORAL_ADDRESS', '127.0.0.1:7233'),
-      namespace: str(env, 'TEMPORAL_NAMESPACE', 'default'),
-    },
+    temporal: temporalSettings(env),
+    workerMetricsAddress: env.MERIDIAN_WORKER_METRICS_ADDRESS ? hostPort(env, 'MERIDIAN_WORKER_METRICS_ADDRESS', '') : undefined,
+    workflowBundlePath: env.MERIDIAN_WORKFLOW_BUNDLE || undefined,
     storagePreference,
     devS3: {
       accessKeyId: str(env, 'MERIDIAN_DEV_S3_ACCESS_KEY', 'meridian'),

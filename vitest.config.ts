@@ -1,8 +1,20 @@
 import { defineConfig } from 'vitest/config';
 
+// `npm test` runs the suite against the Temporal dev server, then (MERIDIAN_TEST_TEMPORAL=server,
+// scripts/test.sh) the tests that lean hardest on Temporal's behaviour again against the real
+// server: PostgreSQL persistence and visibility, mutual TLS, its own scheduler and task matching.
+const REAL_SERVER_TESTS = [
+  'test/replication.test.ts',
+  'test/outbox.test.ts',
+  'test/mirror-schedule.test.ts',
+  'test/replication-resume.test.ts',
+  'test/temporal-setup.test.ts',
+  'test/temporal-connection.test.ts',
+];
+
 export default defineConfig({
   test: {
-    include: ['test/**/*.test.ts'],
+    include: process.env.MERIDIAN_TEST_TEMPORAL === 'server' ? REAL_SERVER_TESTS : ['test/**/*.test.ts'],
     globalSetup: ['test/support/global-setup.ts'],
     setupFiles: ['test/support/per-file.ts'],
     // The integration tests share one local stack (Temporal, three S3 regions, a throw-away

@@ -2,6 +2,7 @@
 import { lt, sql } from 'drizzle-orm';
 import { uploadSessions } from '../db/schema.ts';
 import type { Services } from '../platform/services.ts';
+import { tailKeysOf } from '../registry/uploads.ts';
 
 export function createMaintenanceActivities(s: Services) {
   return {
@@ -18,7 +19,7 @@ export function createMaintenanceActivities(s: Services) {
         const loc = s.locations.get(session.locationId);
         if (loc) {
           if (session.multipartUploadId) await loc.driver.abortMultipart(session.objectKey, session.multipartUploadId).catch(() => {});
-          await loc.driver.deleteMany(session.tailKey ? [session.objectKey, session.tailKey] : [session.objectKey]).catch(() => {});
+          await loc.driver.deleteMany([session.objectKey, ...tailKeysOf(session)]).catch(() => {});
         }
         await s.db.delete(uploadSessions).where(sql`${uploadSessions.id} = ${session.id}`);
       }

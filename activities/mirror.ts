@@ -3,6 +3,7 @@
 // database, and never pass through workflow inputs or results (which the Temporal UI shows).
 import { setMaxListeners } from 'node:events';
 import { ApplicationFailure, Context } from '@temporalio/activity';
+import { MIRROR_FAILURES, type MirrorEvent, type MirrorNotificationInput, type MirrorSettings } from '../contract/mirror.ts';
 import type { Services } from '../platform/services.ts';
 import { passwordContext } from '../mirror/config.ts';
 import { BlobFlights, copyTag, type TagResult } from '../mirror/copy.ts';
@@ -12,26 +13,9 @@ import { beginRun, type BeginResult, finishRun, loadRun, pruneTags, recordTagRes
 import { reconcileMirror, type ReconcileResult } from '../mirror/schedule.ts';
 import { upstreamSemaphore } from '../mirror/semaphore.ts';
 import { UpstreamClient, UpstreamError } from '../mirror/upstream.ts';
-import { deliver, DeliveryError, listSubscriptions, type MirrorEvent } from '../mirror/webhooks.ts';
+import { deliver, DeliveryError, listSubscriptions } from '../mirror/webhooks.ts';
 import { findRepository } from '../registry/repositories.ts';
 import { ManifestError } from '../registry/manifests.ts';
-
-/** Failure types the sync workflow does not retry. */
-export const MIRROR_FAILURES = {
-  auth: 'UpstreamAuthFailed',
-  refused: 'UpstreamRefused',
-  protocol: 'UpstreamProtocolError',
-  notFound: 'UpstreamNotFound',
-  throttled: 'UpstreamThrottled',
-  runGone: 'MirrorRunGone',
-  webhookRefused: 'WebhookRefused',
-} as const;
-
-export interface MirrorSettings {
-  tagParallelism: number;
-  tagAttempts: number;
-  tagsPerRun: number;
-}
 
 export interface PlanResult {
   tags: string[];
@@ -59,7 +43,7 @@ function toFailure(e: unknown): unknown {
       case 'not_found':
         return ApplicationFailure.nonRetryable(e.message, MIRROR_FAILURES.notFound);
       default:
-        return ApplicationFailure.retryable(e.message, 'UpstreamUnavailable');
+        return ApplicationFailure.retryable(e.message, MIRROR_FAILURES.unavailable);
     }
   }
   if (e instanceof ManifestError) return ApplicationFailure.nonRetryable(`the upstream's manifest was refused: ${e.message}`, MIRROR_FAILURES.protocol);
@@ -199,7 +183,7 @@ export function createMirrorActivities(s: Services) {
     },
 
     /** One delivery attempt; Temporal retries it. */
-    async deliverMirrorWebhook(input: { subscriptionId: string; event: MirrorEvent; deliveryId: string; payload: unknown }): Promise<string> {
+    async deliverMirrorWebhook(input: MirrorNotificationInput): Promise<string> {
       try {
         const r = await deliver({ db: s.db, secrets: s.secrets, policy: policy() }, input, Context.current().cancellationSignal);
         return 'status' in r ? `delivered (${r.status})` : `skipped: ${r.skipped}`;
@@ -207,7 +191,7 @@ export function createMirrorActivities(s: Services) {
         if (e instanceof DeliveryError) {
           log.warn({ subscription: input.subscriptionId, event: input.event, err: e.message }, 'webhook delivery failed');
           if (!e.retryable) throw ApplicationFailure.nonRetryable(e.message, MIRROR_FAILURES.webhookRefused);
-          throw ApplicationFailure.retryable(e.message, 'WebhookUnavailable');
+          throw ApplicationFailure.retryable(e.message, MIRROR_FAILURES.webhookUnavailable);
         }
         throw e;
       }

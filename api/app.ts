@@ -1,15 +1,12 @@
-// The HTTP surface: the OCI Distribution API under /v2, the management API under /api/v1,
-// health and metrics. Handlers parse and answer; domain modules decide.
+// The HTTP surface: the OCI Distribution API under /v2 (with its token endpoint), the management
+// API under /api/v1, health and metrics — each a route table served by api/router.ts, with its
+// own error style. Handlers parse and answer; domain modules decide.
 import Koa from 'koa';
 import type { Services } from '../platform/services.ts';
-import { healthRoutes } from './health.ts';
-import { metricsRoute } from './metrics.ts';
-import { mirrorRoutes } from './v1/mirror.ts';
-import { notificationRoutes } from './v1/notifications.ts';
-import { accountRoutes } from './v1/accounts.ts';
-import { operationRoutes } from './v1/operations.ts';
-import { repositoryRoutes } from './v1/repositories.ts';
-import { tokenEndpoint } from './token.ts';
+import { healthApi, plainErrors } from './health.ts';
+import { metricsRoutes } from './metrics.ts';
+import { router } from './router.ts';
+import { managementApi } from './v1/index.ts';
 import { v2Routes } from './v2/routes.ts';
 
 export function createApp(s: Services): Koa {
@@ -27,17 +24,10 @@ export function createApp(s: Services): Koa {
       s.logger.debug({ method: ctx.method, path: ctx.path, status: ctx.status, ms: Math.round(performance.now() - start) }, 'request');
     }
   });
-  const health = healthRoutes(s);
-  app.use(health.routes()).use(health.allowedMethods());
-  app.use(metricsRoute(s));
-  app.use(tokenEndpoint(s));
+  // The prefixes are disjoint, so the order below does not matter.
+  app.use(healthApi(s));
+  app.use(router(metricsRoutes(s), { prefix: '/metrics', errors: plainErrors(s) }));
   app.use(v2Routes(s));
-  // Mirror and notification routes first: the generic repository routes would take their paths
-  // for repository names.
-  app.use(mirrorRoutes(s));
-  app.use(notificationRoutes(s));
-  app.use(accountRoutes(s));
-  app.use(repositoryRoutes(s));
-  app.use(operationRoutes(s));
+  app.use(managementApi(s));
   return app;
 }

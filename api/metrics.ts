@@ -1,8 +1,8 @@
 // GET /metrics: Prometheus text. This process's metrics, the cluster-wide replication counters
 // kept in Redis, and gauges read at scrape time (location health, outbox depth).
-import type Koa from 'koa';
 import { outboxDepth } from '../platform/outbox.ts';
 import type { Services } from '../platform/services.ts';
+import { route, type Route } from './router.ts';
 
 async function gauges(s: Services): Promise<string> {
   const lines: string[] = [];
@@ -22,19 +22,20 @@ async function gauges(s: Services): Promise<string> {
   return lines.join('\n') + '\n';
 }
 
-export function metricsRoute(s: Services): Koa.Middleware {
-  return async (ctx, next) => {
-    if (ctx.path !== '/metrics') return next();
-    if (ctx.method !== 'GET') {
-      ctx.status = 405;
-      return;
-    }
-    const parts = await Promise.all([
-      s.metrics.process.registry.metrics(),
-      s.metrics.replication.exposition(),
-      gauges(s).catch((e: unknown) => `# gauges unavailable: ${(e as Error).message.replace(/\n/g, ' ')}\n`),
-    ]);
-    ctx.set('Content-Type', s.metrics.process.registry.contentType);
-    ctx.body = parts.join('');
-  };
+export function metricsRoutes(s: Services): Route[] {
+  return [
+    route({
+      method: 'GET',
+      path: '/metrics',
+      handler: async (ctx) => {
+        const parts = await Promise.all([
+          s.metrics.process.registry.metrics(),
+          s.metrics.replication.exposition(),
+          gauges(s).catch((e: unknown) => `# gauges unavailable: ${(e as Error).message.replace(/\n/g, ' ')}\n`),
+        ]);
+        ctx.set('Content-Type', s.metrics.process.registry.contentType);
+        ctx.body = parts.join('');
+      },
+    }),
+  ];
 }

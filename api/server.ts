@@ -1,7 +1,8 @@
-// The registry API process: `tsx api/server.ts`.
+// One registry API server: the services, the app, the listening socket and the health probe.
+// api/main.ts is the process that runs it (in several processes sharing the port); tests start
+// it in their own process.
 import { createServer, type Server } from 'node:http';
-import { ConfigError, loadConfig, type Config } from '../config.ts';
-import { runMain } from '../platform/main.ts';
+import { ConfigError, type Config } from '../config.ts';
 import { startHealthProber } from '../platform/health-prober.ts';
 import { createServices, type Services } from '../platform/services.ts';
 import { unknownPreferredLocations } from '../storage/locations.ts';
@@ -22,7 +23,12 @@ export async function validateAgainstDatabase(s: Services): Promise<void> {
   }
 }
 
-export async function startApi(config: Config, services?: Services): Promise<RunningApi> {
+export interface ApiOptions {
+  /** Run the location health probe here (one process per instance does). Default true. */
+  healthProber?: boolean;
+}
+
+export async function startApi(config: Config, services?: Services, opts: ApiOptions = {}): Promise<RunningApi> {
   const s = services ?? createServices(config, 'api');
   try {
     await validateAgainstDatabase(s);
@@ -47,7 +53,7 @@ export async function startApi(config: Config, services?: Services): Promise<Run
     if (!services) await s.close();
     throw e;
   });
-  const prober = startHealthProber(s);
+  const prober = opts.healthProber === false ? undefined : startHealthProber(s);
   const addr = server.address();
   const port = typeof addr === 'object' && addr ? addr.port : config.port;
   // Listening on port 0 (tests): links we hand out must name the port we really got.
@@ -57,7 +63,7 @@ export async function startApi(config: Config, services?: Services): Promise<Run
     services: s,
     url: `http://${config.host}:${port}`,
     async close() {
-      prober.stop();
+      prober?.stop();
       await new Promise<void>((resolve) => {
         server.close(() => resolve());
         server.closeIdleConnections();
@@ -65,12 +71,4 @@ export async function startApi(config: Config, services?: Services): Promise<Run
       if (!services) await s.close();
     },
   };
-}
-
-if (import.meta.url === `file://${process.argv[1]}`) {
-  runMain('api', async () => {
-    const api = await startApi(loadConfig());
-    api.services.logger.info({ url: api.url }, 'registry API listening');
-    return () => api.close();
-  });
 }

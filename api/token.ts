@@ -5,6 +5,7 @@
 // Requested actions the principal may not have are dropped, never refused (Docker semantics).
 import type Koa from 'koa';
 import { eq } from 'drizzle-orm';
+import { z } from 'zod';
 import { AuthenticationError, authenticate, verifyCredentials } from '../auth/authenticate.ts';
 import { repositoryAccess } from '../auth/permissions.ts';
 import type { Principal } from '../auth/principal.ts';
@@ -12,6 +13,8 @@ import { type AccessEntry, issueRefreshToken, issueRegistryToken, parseScope, re
 import { namespaces, robots, users } from '../db/schema.ts';
 import type { Services } from '../platform/services.ts';
 import { isRepositoryName } from '../registry/names.ts';
+import { route, type Route } from './router.ts';
+import { queryText } from './schemas.ts';
 
 export const TOKEN_PATH = '/v2/auth';
 const MAX_FORM = 16 * 1024;
@@ -23,16 +26,30 @@ function tokenError(ctx: Koa.Context, status: number, code: 'UNAUTHORIZED' | 'DE
   if (status === 401) ctx.set('WWW-Authenticate', 'Basic realm="meridian"');
 }
 
-async function readForm(ctx: Koa.Context): Promise<URLSearchParams> {
-  let size = 0;
-  const chunks: Buffer[] = [];
-  for await (const c of ctx.req) {
-    size += (c as Buffer).length;
-    if (size > MAX_FORM) throw new RangeError('form too large');
-    chunks.push(c as Buffer);
-  }
-  return new URLSearchParams(Buffer.concat(chunks).toString('utf8'));
-}
+// `scope` may be repeated (docker sends one per repository) and holds space-separated scopes.
+const scopes = z
+  .preprocess((v) => (v === undefined ? [] : Array.isArray(v) ? v : [v]), z.array(queryText('scope', 16 * 1024)))
+  // Scopes beyond the first MAX_SCOPES are dropped, never refused (Docker semantics).
+  .transform((list) => list.flatMap((x) => x.split(' ')).filter(Boolean).slice(0, MAX_SCOPES));
+
+const tokenQuery = z.object({
+  service: queryText('service', 255).optional(),
+  scope: scopes,
+  offline_token: queryText('offline_token', 8).optional(),
+  account: queryText('account', 255).optional(),
+  client_id: queryText('client_id', 255).optional(),
+});
+
+const tokenForm = z.object({
+  grant_type: queryText('grant_type', 32).optional(),
+  username: queryText('username', 8192).optional(),
+  password: queryText('password', 8192).optional(),
+  refresh_token: queryText('refresh_token', 1024).optional(),
+  scope: scopes,
+  access_type: queryText('access_type', 16).optional(),
+  service: queryText('service', 255).optional(),
+  client_id: queryText('client_id', 255).optional(),
+});
 
 async function principalOfOwner(s: Services, owner: { userId: number | null; robotId: number | null }): Promise<Principal | undefined> {
   if (owner.userId !== null) {
@@ -66,15 +83,30 @@ export async function grantScopes(s: Services, principal: Principal, scopes: str
   return out;
 }
 
-export function tokenEndpoint(s: Services): Koa.Middleware {
-  return async (ctx, next) => {
-    if (ctx.path !== TOKEN_PATH) return next();
-    ctx.set('Cache-Control', 'no-store');
-    try {
-      let principal: Principal;
-      let scopes: string[];
-      let offline: boolean;
-      if (ctx.method === 'GET') {
+async function answer(s: Services, ctx: Koa.Context, principal: Principal, requested: string[], offline: boolean): Promise<void> {
+  const access = await grantScopes(s, principal, requested);
+  const issued = await issueRegistryToken(s.config, principal, access);
+  const refresh = offline ? await issueRefreshToken(s.db, principal) : undefined;
+  ctx.set('Cache-Control', 'no-store');
+  ctx.status = 200;
+  ctx.body = {
+    token: issued.token,
+    access_token: issued.token,
+    expires_in: issued.expiresIn,
+    issued_at: issued.issuedAt,
+    ...(refresh ? { refresh_token: refresh } : {}),
+    ...(ctx.method === 'POST' ? { scope: access.map((a) => `${a.type}:${a.name}:${a.actions.join(',')}`).join(' ') } : {}),
+  };
+}
+
+export function tokenRoutes(s: Services): Route[] {
+  return [
+    route({
+      method: 'GET',
+      path: TOKEN_PATH,
+      query: tokenQuery,
+      handler: async (ctx, { query }) => {
+        ctx.set('Cache-Control', 'no-store');
         const header = ctx.get('Authorization') || undefined;
         // Basic or nothing: a bearer token trading itself for a new one would let a stolen
         // short-lived token live forever (refresh tokens are the way to stay logged in).
@@ -84,20 +116,24 @@ export function tokenEndpoint(s: Services): Koa.Middleware {
           throw e;
         });
         if (!auth) return tokenError(ctx, 401, 'UNAUTHORIZED', 'invalid username or password');
-        principal = auth.principal;
-        scopes = ([] as string[]).concat(ctx.query.scope ?? []).flatMap((x) => x.split(' ')).filter(Boolean);
-        offline = ctx.query.offline_token === 'true';
-      } else if (ctx.method === 'POST') {
-        const form = await readForm(ctx);
-        scopes = (form.get('scope') ?? '').split(' ').filter(Boolean);
-        offline = form.get('access_type') === 'offline';
-        const grant = form.get('grant_type');
-        if (grant === 'password') {
-          const found = await verifyCredentials(s, form.get('username') ?? '', form.get('password') ?? '');
+        await answer(s, ctx, auth.principal, query.scope, query.offline_token === 'true');
+      },
+    }),
+    route({
+      method: 'POST',
+      path: TOKEN_PATH,
+      form: tokenForm,
+      maxBody: MAX_FORM,
+      handler: async (ctx, { body: form }) => {
+        ctx.set('Cache-Control', 'no-store');
+        let principal: Principal;
+        let offline = form.access_type === 'offline';
+        if (form.grant_type === 'password') {
+          const found = await verifyCredentials(s, form.username ?? '', form.password ?? '');
           if (!found) return tokenError(ctx, 401, 'UNAUTHORIZED', 'invalid username or password');
           principal = found;
-        } else if (grant === 'refresh_token') {
-          const owner = await refreshTokenOwner(s.db, form.get('refresh_token') ?? '');
+        } else if (form.grant_type === 'refresh_token') {
+          const owner = await refreshTokenOwner(s.db, form.refresh_token ?? '');
           const found = owner && (await principalOfOwner(s, owner));
           if (!found) return tokenError(ctx, 401, 'UNAUTHORIZED', 'invalid or expired refresh token');
           principal = found;
@@ -105,26 +141,8 @@ export function tokenEndpoint(s: Services): Koa.Middleware {
         } else {
           return tokenError(ctx, 400, 'UNSUPPORTED', 'grant_type must be password or refresh_token');
         }
-      } else {
-        ctx.status = 405;
-        ctx.set('Allow', 'GET, POST');
-        return;
-      }
-      const access = await grantScopes(s, principal, scopes);
-      const issued = await issueRegistryToken(s.config, principal, access);
-      const refresh = offline ? await issueRefreshToken(s.db, principal) : undefined;
-      ctx.status = 200;
-      ctx.body = {
-        token: issued.token,
-        access_token: issued.token,
-        expires_in: issued.expiresIn,
-        issued_at: issued.issuedAt,
-        ...(refresh ? { refresh_token: refresh } : {}),
-        ...(ctx.method === 'POST' ? { scope: access.map((a) => `${a.type}:${a.name}:${a.actions.join(',')}`).join(' ') } : {}),
-      };
-    } catch (e) {
-      if (e instanceof RangeError) return tokenError(ctx, 400, 'UNSUPPORTED', 'request too large');
-      throw e;
-    }
-  };
+        await answer(s, ctx, principal, form.scope, offline);
+      },
+    }),
+  ];
 }

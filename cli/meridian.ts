@@ -11,6 +11,7 @@ import { mirrorCommand } from './commands/mirror.ts';
 import { replicationCommands } from './commands/replication.ts';
 import { repoCommands } from './commands/repos.ts';
 import { secretCommands } from './commands/secrets.ts';
+import { temporalCommand } from './commands/temporal.ts';
 import { apiTargetFromEnv, type ApiTarget, CliError, type CliIo } from './client.ts';
 
 export function buildProgram(io: CliIo): Command {
@@ -33,7 +34,7 @@ export function buildProgram(io: CliIo): Command {
       ...(o.password !== undefined ? { MERIDIAN_PASSWORD: o.password } : {}),
     });
   };
-  for (const c of [...accountCommands(io, target), repoCommands(io, target), ...replicationCommands(io, target), secretCommands(io, target), mirrorCommand(io, target)]) {
+  for (const c of [...accountCommands(io, target), repoCommands(io, target), ...replicationCommands(io, target), secretCommands(io, target), mirrorCommand(io, target), temporalCommand(io)]) {
     program.addCommand(c);
   }
   // Every command, however deep, reports through io and never exits the process itself.

@@ -196,6 +196,10 @@ export const blobPlacements = pgTable(
       .notNull()
       .references(() => storageLocations.id, { onDelete: 'cascade' }),
     state: text('state', { enum: ['available', 'deleting'] }).notNull().default('available'),
+    /** The object holding the bytes, when it is not the content address (a chunked upload's own
+     * object becomes the blob rather than being copied). Null = `blobKey(prefix, digest)`.
+     * Always resolve with `storage/paths.ts` `placementKey`. */
+    objectKey: text('object_key'),
     verifiedAt: timestamp('verified_at', { withTimezone: true }).notNull().defaultNow(),
     createdAt: createdAt(),
   },
@@ -239,9 +243,13 @@ export const uploadSessions = pgTable(
     parts: jsonb('parts').$type<{ partNumber: number; etag: string; size: number }[]>().notNull().default([]),
     /** Bytes received so far (parts plus tail). */
     size: bigint('size', { mode: 'number' }).notNull().default(0),
-    /** Bytes received after the last full part, kept in a small side object until a part fills. */
+    /** Bytes received after the last full part, kept in small side objects until a part fills. */
     tailSize: integer('tail_size').notNull().default(0),
+    /** The first of those objects (sessions begun before tail_keys existed use only this one). */
     tailKey: text('tail_key'),
+    /** The tail objects after tail_key, in order: each chunk that does not fill a part adds one,
+     * so a chunk never reads back or rewrites the bytes before it. */
+    tailKeys: text('tail_keys').array().notNull().default(sql`'{}'::text[]`),
     hashAlgorithm: text('hash_algorithm').notNull().default('sha256'),
     hashState: bytea('hash_state'),
     /** Bumped by every chunk; a chunk commits only if nobody else did in between. */

@@ -11,6 +11,7 @@ import { isPortFree, PortInUseError } from './ports.ts';
 import type { ManagedProcess } from './process.ts';
 import { s3Endpoint, s3Server } from './s3.ts';
 import { temporalServer } from './temporal.ts';
+import { realTemporal, type TemporalServerPorts } from './temporal-server.ts';
 
 export interface DevRegion {
   /** Location name, also the simulated region. */
@@ -33,10 +34,21 @@ export interface StackOptions {
   temporalUiPort?: number;
   regions: DevRegion[];
   credentials: { accessKeyId: string; secretAccessKey: string };
+  /** Run the real Temporal server (PostgreSQL, mutual TLS) instead of the dev server. */
+  realTemporal?: {
+    ports: TemporalServerPorts;
+    postgresUrl: string;
+    databasePrefix: string;
+    dynamicConfig?: Record<string, unknown>;
+  };
+  /** Dynamic config values for the dev server (`--dynamic-config-value`). */
+  devTemporalDynamicConfig?: Record<string, unknown>;
 }
 
 export interface LocalStack {
   temporal: ManagedProcess;
+  /** The UI server next to the real Temporal server (the dev server serves its own UI). */
+  temporalUi?: ManagedProcess;
   s3: Map<string, ManagedProcess>;
   stop(): Promise<void>;
 }
@@ -49,12 +61,24 @@ export async function assertPortsFree(ports: { port: number; what: string; varia
 }
 
 export async function startLocalStack(opts: StackOptions): Promise<LocalStack> {
-  const temporal = temporalServer({
-    port: opts.temporalPort,
-    uiPort: opts.temporalUiPort,
-    dataDir: path.join(opts.dataDir, 'temporal'),
-    logFile: path.join(opts.logDir, 'temporal.log'),
-  });
+  let temporal: ManagedProcess;
+  let temporalUi: ManagedProcess | undefined;
+  if (opts.realTemporal) {
+    ({ server: temporal, ui: temporalUi } = await realTemporal({
+      ...opts.realTemporal,
+      dataDir: path.join(opts.dataDir, 'temporal-server'),
+      logDir: opts.logDir,
+      uiPort: opts.temporalUiPort,
+    }));
+  } else {
+    temporal = temporalServer({
+      port: opts.temporalPort,
+      uiPort: opts.temporalUiPort,
+      dataDir: path.join(opts.dataDir, 'temporal'),
+      logFile: path.join(opts.logDir, 'temporal.log'),
+      dynamicConfig: opts.devTemporalDynamicConfig,
+    });
+  }
   const s3 = new Map<string, ManagedProcess>();
   for (const r of opts.regions) {
     s3.set(
@@ -70,16 +94,18 @@ export async function startLocalStack(opts: StackOptions): Promise<LocalStack> {
   }
   const all = [temporal, ...s3.values()];
   const stop = async () => {
+    await temporalUi?.stop();
     await Promise.allSettled(all.map((p) => p.stop()));
   };
   try {
     await Promise.all(all.map((p) => p.start()));
+    await temporalUi?.start();
     await Promise.all(opts.regions.map((r) => ensureDevBucket(r, opts.credentials)));
   } catch (e) {
     await stop();
     throw e;
   }
-  return { temporal, s3, stop };
+  return { temporal, temporalUi, s3, stop };
 }
 
 async function ensureDevBucket(r: DevRegion, credentials: StackOptions['credentials']): Promise<void> {

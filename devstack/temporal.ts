@@ -14,6 +14,8 @@ export interface TemporalServerOptions {
   dataDir: string;
   logFile: string;
   namespace?: string;
+  /** `--dynamic-config-value` settings, e.g. a low continue-as-new suggestion for recording histories. */
+  dynamicConfig?: Record<string, unknown>;
 }
 
 export function temporalServer(opts: TemporalServerOptions): ManagedProcess {
@@ -32,6 +34,7 @@ export function temporalServer(opts: TemporalServerOptions): ManagedProcess {
     ...(opts.uiPort ? ['--ui-port', String(opts.uiPort)] : ['--headless']),
     ...(opts.namespace && opts.namespace !== 'default' ? ['--namespace', opts.namespace] : []),
     ...searchAttributeFlags().flatMap((f) => ['--search-attribute', f]),
+    ...Object.entries(opts.dynamicConfig ?? {}).flatMap(([k, v]) => ['--dynamic-config-value', `${k}=${JSON.stringify(v)}`]),
   ];
   return new ManagedProcess({
     name: 'temporal',

@@ -12,7 +12,7 @@ import { mirrorConfigs, mirrorRuns, namespaces, repositories, repositoryPermissi
 import { enqueueWorkflowStart } from '../platform/outbox.ts';
 import type { Repository } from '../registry/repositories.ts';
 import type { SecretBox } from '../security/secretbox.ts';
-import { TASK_QUEUES } from '../temporal.config.ts';
+import { reconcileMirrorWorkflow } from '../contract/mirror.ts';
 import { invalidGlobs } from './globs.ts';
 import { parseReference, ReferenceError, UpstreamHostPolicy } from './reference.ts';
 
@@ -58,22 +58,22 @@ export interface MirrorConfigView {
 
 // ------------------------------------------------------------------ input
 
-const WRITABLE = new Set([
-  'is_enabled',
-  'external_reference',
-  'external_registry_username',
-  'external_registry_password',
-  'sync_interval',
-  'sync_start_date',
-  'root_rule',
-  'robot_username',
-  'external_registry_config',
-  'rollback_on_failure',
-]);
-/** Shown by GET and ignored on input, so that a GET → edit → PUT round trip works as in Quay. */
-const READ_ONLY = new Set(['mirror_type', 'sync_status', 'sync_expiration_date', 'sync_retries_remaining']);
-/** Quay fields accepted for compatibility that change nothing here (skopeo is not used). */
-const IGNORED = new Set(['skopeo_timeout_interval']);
+/** The body of POST/PUT …/mirror with Quay's field names, its shape already checked by the
+ * route's schema (api/v1/mirror.ts); what is decided here is what the values mean. Fields shown
+ * by GET but read-only (mirror_type, sync_status…) are dropped by the schema, so a GET → edit →
+ * PUT round trip works as in Quay. */
+export interface MirrorConfigBody {
+  is_enabled?: boolean;
+  external_reference?: string;
+  external_registry_username?: string | null;
+  external_registry_password?: string | null;
+  sync_interval?: number;
+  sync_start_date?: string;
+  root_rule?: { rule_kind: string; rule_value: string[] };
+  robot_username?: string;
+  external_registry_config?: { verify_tls?: boolean; unsigned_images?: boolean; proxy?: ProxySettings | null };
+  rollback_on_failure?: boolean;
+}
 
 interface MirrorInput {
   isEnabled?: boolean;
@@ -95,17 +95,14 @@ function invalid(message: string): MirrorError {
   return new MirrorError('invalid', message);
 }
 
-function isObject(v: unknown): v is Record<string, unknown> {
-  return typeof v === 'object' && v !== null && !Array.isArray(v);
-}
-
-/** Quay's sync_start_date format, strptime("%Y-%m-%dT%H:%M:%SZ"): always UTC, whole seconds. */
+/** Quay's sync_start_date format, strptime("%Y-%m-%dT%H:%M:%SZ"): always UTC, whole seconds,
+ * years 1 to 9999 (as Python's datetime; PostgreSQL would refuse year 0). */
 export function parseQuayDate(v: unknown, field: string): Date {
   if (typeof v !== 'string' || !/^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z$/.test(v)) {
     throw invalid(`${field} must be a date in the form YYYY-MM-DDTHH:MM:SSZ`);
   }
   const d = new Date(v);
-  if (Number.isNaN(d.getTime()) || d.toISOString().slice(0, 19) !== v.slice(0, 19)) throw invalid(`${field} is not a valid date`);
+  if (Number.isNaN(d.getTime()) || v.startsWith('0000') || d.toISOString().slice(0, 19) !== v.slice(0, 19)) throw invalid(`${field} is not a valid date`);
   return d;
 }
 
@@ -113,21 +110,8 @@ export function formatQuayDate(d: Date | null): string | null {
   return d ? `${d.toISOString().slice(0, 19)}Z` : null;
 }
 
-function bool(v: unknown, field: string): boolean {
-  if (typeof v !== 'boolean') throw invalid(`${field} must be true or false`);
-  return v;
-}
-
-function optionalString(v: unknown, field: string, max: number): string | null {
-  if (v === null) return null;
-  if (typeof v !== 'string') throw invalid(`${field} must be a string or null`);
-  if (v.length > max) throw invalid(`${field} is longer than ${max} characters`);
-  return v;
-}
-
-function proxyUrl(v: unknown, field: string): string | null {
-  const s = optionalString(v, field, 2048);
-  if (s === null || s === '') return s;
+function proxyUrl(s: string | null | undefined, field: string, policy: UpstreamHostPolicy): string | null | undefined {
+  if (s === null || s === undefined || s === '') return s;
   let u: URL;
   try {
     u = new URL(s);
@@ -135,18 +119,21 @@ function proxyUrl(v: unknown, field: string): string | null {
     throw invalid(`${field} must be a URL such as http://proxy.example.com:3128`);
   }
   if (u.protocol !== 'http:' && u.protocol !== 'https:') throw invalid(`${field} must be an http:// or https:// URL`);
+  // The proxy is dialled by the worker: it may not point into the registry's own network either.
+  try {
+    policy.checkHost(u.hostname.replace(/^\[|\]$/g, ''));
+  } catch (e) {
+    if (e instanceof ReferenceError) throw invalid(e.message.replace('external_reference', field));
+    throw e;
+  }
   return s;
 }
 
-export function parseMirrorInput(body: unknown, policy: UpstreamHostPolicy): MirrorInput {
-  if (!isObject(body)) throw invalid('the request body must be a JSON object');
-  const unknown = Object.keys(body).filter((k) => !WRITABLE.has(k) && !READ_ONLY.has(k) && !IGNORED.has(k));
-  if (unknown.length > 0) throw invalid(`unknown field${unknown.length > 1 ? 's' : ''} ${unknown.map((k) => `"${k}"`).join(', ')}`);
-  const has = (f: string) => Object.prototype.hasOwnProperty.call(body, f);
+export function parseMirrorInput(body: MirrorConfigBody, policy: UpstreamHostPolicy): MirrorInput {
+  const has = (f: string) => Object.prototype.hasOwnProperty.call(body, f) && (body as Record<string, unknown>)[f] !== undefined;
   const input: MirrorInput = { has };
-  if (has('is_enabled')) input.isEnabled = bool(body.is_enabled, 'is_enabled');
-  if (has('external_reference')) {
-    if (typeof body.external_reference !== 'string') throw invalid('external_reference must be a string');
+  if (body.is_enabled !== undefined) input.isEnabled = body.is_enabled;
+  if (body.external_reference !== undefined) {
     try {
       const ref = parseReference(body.external_reference);
       policy.checkHost(ref.hostname);
@@ -156,46 +143,32 @@ export function parseMirrorInput(body: unknown, policy: UpstreamHostPolicy): Mir
     }
     input.externalReference = body.external_reference;
   }
-  if (has('external_registry_username')) input.username = optionalString(body.external_registry_username, 'external_registry_username', 255);
-  if (has('external_registry_password')) input.password = optionalString(body.external_registry_password, 'external_registry_password', 4096);
-  if (has('sync_interval')) {
-    const v = body.sync_interval;
-    if (typeof v !== 'number' || !Number.isInteger(v) || v < 1 || v > 2 ** 31 - 1) throw invalid('sync_interval must be a whole number of seconds, at least 1');
-    input.syncInterval = v;
-  }
-  if (has('sync_start_date')) input.syncStartDate = parseQuayDate(body.sync_start_date, 'sync_start_date');
-  if (has('root_rule')) {
+  if (has('external_registry_username')) input.username = body.external_registry_username ?? null;
+  if (has('external_registry_password')) input.password = body.external_registry_password ?? null;
+  if (body.sync_interval !== undefined) input.syncInterval = body.sync_interval;
+  if (body.sync_start_date !== undefined) input.syncStartDate = parseQuayDate(body.sync_start_date, 'sync_start_date');
+  if (body.root_rule !== undefined) {
     const rule = body.root_rule;
-    if (!isObject(rule)) throw invalid('root_rule must be an object {"rule_kind": "tag_glob_csv", "rule_value": [...]}');
     if (rule.rule_kind !== 'tag_glob_csv') throw invalid('validation failed: rule_kind must be "tag_glob_csv"');
     const why = invalidGlobs(rule.rule_value);
     if (why) throw invalid(`validation failed: ${why}`);
-    input.tagGlobs = [...new Set(rule.rule_value as string[])];
+    input.tagGlobs = [...new Set(rule.rule_value)];
   }
-  if (has('robot_username')) {
-    if (typeof body.robot_username !== 'string' || body.robot_username === '') throw invalid('robot_username must name a robot account, e.g. myorg+mirror');
-    input.robotUsername = body.robot_username;
-  }
-  if (has('external_registry_config')) {
-    const c = body.external_registry_config;
-    if (!isObject(c)) throw invalid('external_registry_config must be an object');
-    const extra = Object.keys(c).filter((k) => !['verify_tls', 'unsigned_images', 'proxy'].includes(k));
-    if (extra.length) throw invalid(`unknown field "external_registry_config.${extra[0]}"`);
-    if ('verify_tls' in c) input.verifyTls = bool(c.verify_tls, 'external_registry_config.verify_tls');
-    if ('unsigned_images' in c) input.unsignedImages = bool(c.unsigned_images, 'external_registry_config.unsigned_images');
-    if ('proxy' in c && c.proxy !== null) {
-      if (!isObject(c.proxy)) throw invalid('external_registry_config.proxy must be an object');
-      const p = c.proxy;
-      const bad = Object.keys(p).filter((k) => !['http_proxy', 'https_proxy', 'no_proxy'].includes(k));
-      if (bad.length) throw invalid(`unknown field "external_registry_config.proxy.${bad[0]}"`);
+  if (body.robot_username !== undefined) input.robotUsername = body.robot_username;
+  const c = body.external_registry_config;
+  if (c) {
+    if (c.verify_tls !== undefined) input.verifyTls = c.verify_tls;
+    if (c.unsigned_images !== undefined) input.unsignedImages = c.unsigned_images;
+    if (c.proxy) {
       const proxy: ProxySettings = {};
-      if ('http_proxy' in p) proxy.http_proxy = proxyUrl(p.http_proxy, 'external_registry_config.proxy.http_proxy');
-      if ('https_proxy' in p) proxy.https_proxy = proxyUrl(p.https_proxy, 'external_registry_config.proxy.https_proxy');
-      if ('no_proxy' in p) proxy.no_proxy = optionalString(p.no_proxy, 'external_registry_config.proxy.no_proxy', 4096);
+      const p = c.proxy;
+      if (p.http_proxy !== undefined) proxy.http_proxy = proxyUrl(p.http_proxy, 'external_registry_config.proxy.http_proxy', policy);
+      if (p.https_proxy !== undefined) proxy.https_proxy = proxyUrl(p.https_proxy, 'external_registry_config.proxy.https_proxy', policy);
+      if (p.no_proxy !== undefined) proxy.no_proxy = p.no_proxy;
       input.proxy = proxy;
     }
   }
-  if (has('rollback_on_failure')) input.rollbackOnFailure = bool(body.rollback_on_failure, 'rollback_on_failure');
+  if (body.rollback_on_failure !== undefined) input.rollbackOnFailure = body.rollback_on_failure;
   return input;
 }
 
@@ -241,12 +214,7 @@ async function mirrorRobot(tx: DbOrTx, repo: Repository, robotUsername: string):
  * workflow id: the reconcile reads the row when it runs, so the last one always applies the
  * latest state, and a request never merges into one that already read an older row. */
 export async function enqueueMirrorReconcile(tx: DbOrTx, repository: string): Promise<void> {
-  await enqueueWorkflowStart(tx, {
-    workflowType: 'reconcileMirror',
-    workflowId: `mirror-reconcile/${repository}/${randomUUID()}`,
-    taskQueue: TASK_QUEUES.control,
-    args: [{ repository }],
-  });
+  await enqueueWorkflowStart(tx, reconcileMirrorWorkflow, { workflowId: `mirror-reconcile/${repository}/${randomUUID()}`, args: [{ repository }] });
 }
 
 function validateCredentials(input: MirrorInput): void {
@@ -258,7 +226,7 @@ function validateCredentials(input: MirrorInput): void {
   }
 }
 
-export async function createMirrorConfig(d: MirrorDeps, repo: Repository, body: unknown): Promise<MirrorConfigRow> {
+export async function createMirrorConfig(d: MirrorDeps, repo: Repository, body: MirrorConfigBody): Promise<MirrorConfigRow> {
   const input = parseMirrorInput(body, new UpstreamHostPolicy(d.config.mirrorAllowedHosts));
   for (const f of ['external_reference', 'sync_interval', 'sync_start_date', 'root_rule', 'robot_username']) {
     if (!input.has(f)) throw invalid(`${f} is required`);
@@ -296,7 +264,7 @@ export async function createMirrorConfig(d: MirrorDeps, repo: Repository, body: 
   });
 }
 
-export async function updateMirrorConfig(d: MirrorDeps, repo: Repository, body: unknown): Promise<MirrorConfigRow> {
+export async function updateMirrorConfig(d: MirrorDeps, repo: Repository, body: MirrorConfigBody): Promise<MirrorConfigRow> {
   const input = parseMirrorInput(body, new UpstreamHostPolicy(d.config.mirrorAllowedHosts));
   if (input.has('external_reference') && input.externalReference === '') throw invalid('Empty string is an invalid repository location.');
   validateCredentials(input);

@@ -12,13 +12,11 @@ import type { DbOrTx } from '../db/client.ts';
 import { mirrorConfigs, mirrorRuns } from '../db/schema.ts';
 import type { Logger } from '../platform/logger.ts';
 import { findRepository } from '../registry/repositories.ts';
-import { SEARCH_ATTRIBUTES, TASK_QUEUES, WORKFLOW_IDS } from '../temporal.config.ts';
+import { type MirrorSyncInput, mirrorSyncWorkflow } from '../contract/mirror.ts';
+import { scheduledStart, workflowHandle } from '../platform/workflows.ts';
+import { SEARCH_ATTRIBUTES, WORKFLOW_IDS } from '../temporal.config.ts';
 import type { MirrorConfigRow } from './config.ts';
 import { parseReference } from './reference.ts';
-
-export interface MirrorSyncInput {
-  repository: string;
-}
 
 export interface ReconcileResult {
   schedule: 'created' | 'updated' | 'deleted' | 'absent';
@@ -42,11 +40,8 @@ function scheduleOptions(repository: string, cfg: MirrorConfigRow): ScheduleUpda
   const input: MirrorSyncInput = { repository };
   return {
     spec: scheduleSpec(cfg),
-    action: {
-      type: 'startWorkflow',
-      workflowType: 'mirrorSync',
+    action: scheduledStart(mirrorSyncWorkflow, {
       workflowId: WORKFLOW_IDS.mirrorSync(repository),
-      taskQueue: TASK_QUEUES.control,
       args: [input],
       typedSearchAttributes: [
         { key: SEARCH_ATTRIBUTES.repository, value: repository },
@@ -55,7 +50,7 @@ function scheduleOptions(repository: string, cfg: MirrorConfigRow): ScheduleUpda
       ],
       memo: { repository, upstream: cfg.externalReference },
       staticSummary: `Mirror ${cfg.externalReference} into ${repository}`,
-    },
+    }),
     policies: { overlap: ScheduleOverlapPolicy.SKIP, catchupWindow: '10 minutes' },
     state: {
       paused: !cfg.isEnabled,
@@ -77,7 +72,7 @@ async function cancelRunning(client: Client, db: DbOrTx, repository: string, con
   for (const id of ids) {
     try {
       // No run id: the latest run of the chain (syncs continue-as-new on long tag lists).
-      await client.workflow.getHandle(id).cancel();
+      await workflowHandle(client, mirrorSyncWorkflow, id).cancel();
       cancelled.push(id);
     } catch (e) {
       if (!(e instanceof WorkflowNotFoundError) && !/not found|already completed/i.test((e as Error).message)) throw e;

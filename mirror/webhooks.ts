@@ -12,6 +12,7 @@
 import { createHmac, randomBytes, randomUUID, timingSafeEqual } from 'node:crypto';
 import { and, eq, inArray } from 'drizzle-orm';
 import { request } from 'undici';
+import { MIRROR_EVENTS, type MirrorEvent } from '../contract/mirror.ts';
 import type { DbOrTx } from '../db/client.ts';
 import { DomainError } from '../platform/errors.ts';
 import { webhookSubscriptions } from '../db/schema.ts';
@@ -20,8 +21,7 @@ import type { SecretBox } from '../security/secretbox.ts';
 import { ReferenceError, type UpstreamHostPolicy } from './reference.ts';
 import { checkedAgent } from './upstream.ts';
 
-export const MIRROR_EVENTS = ['repo_mirror_sync_started', 'repo_mirror_sync_success', 'repo_mirror_sync_failed'] as const;
-export type MirrorEvent = (typeof MIRROR_EVENTS)[number];
+export { MIRROR_EVENTS, type MirrorEvent };
 
 export type SubscriptionRow = typeof webhookSubscriptions.$inferSelect;
 
@@ -46,19 +46,22 @@ export function notificationView(r: SubscriptionRow): NotificationView {
   return { uuid: r.id, title: r.title, event: r.event, method: r.method, config: { url: r.url }, event_config: {}, number_of_failures: 0 };
 }
 
-function isObject(v: unknown): v is Record<string, unknown> {
-  return typeof v === 'object' && v !== null && !Array.isArray(v);
+/** Quay's create body ({event, method, config: {url}, title?}), its shape checked by the route's
+ * schema (api/v1/notifications.ts). */
+export interface SubscriptionBody {
+  event: string;
+  method: string;
+  config: { url: string };
+  title?: string | null;
 }
 
-/** Validates Quay's create body: {event, method, config: {url}, title?, eventConfig?}. */
-export function parseSubscription(body: unknown, policy: UpstreamHostPolicy): { event: MirrorEvent; url: string; title: string } {
-  if (!isObject(body)) throw new NotificationError('invalid', 'the request body must be a JSON object');
+/** What the body means: a mirror event, the webhook method, a URL the egress policy allows. */
+export function parseSubscription(body: SubscriptionBody, policy: UpstreamHostPolicy): { event: MirrorEvent; url: string; title: string } {
   const { event, method, config, title } = body;
-  if (typeof event !== 'string' || !(MIRROR_EVENTS as readonly string[]).includes(event)) {
+  if (!(MIRROR_EVENTS as readonly string[]).includes(event)) {
     throw new NotificationError('invalid', `event must be one of ${MIRROR_EVENTS.join(', ')}`);
   }
   if (method !== 'webhook') throw new NotificationError('invalid', 'method must be "webhook" (the only notification method Meridian delivers)');
-  if (!isObject(config) || typeof config.url !== 'string') throw new NotificationError('invalid', 'config.url is required');
   let url: URL;
   try {
     url = new URL(config.url);
@@ -73,15 +76,14 @@ export function parseSubscription(body: unknown, policy: UpstreamHostPolicy): { 
     if (e instanceof ReferenceError) throw new NotificationError('invalid', e.message.replace('external_reference', 'config.url'));
     throw e;
   }
-  if (title !== undefined && (typeof title !== 'string' || title.length > 255)) throw new NotificationError('invalid', 'title must be a string of at most 255 characters');
-  return { event: event as MirrorEvent, url: url.toString(), title: (title as string | undefined) ?? '' };
+  return { event: event as MirrorEvent, url: url.toString(), title: title ?? '' };
 }
 
 /** Creates a subscription; the signing secret is returned here and never again. */
 export async function createSubscription(
   d: { db: DbOrTx; secrets: SecretBox; policy: UpstreamHostPolicy },
   repo: Repository,
-  body: unknown,
+  body: SubscriptionBody,
 ): Promise<{ row: SubscriptionRow; secret: string }> {
   const input = parseSubscription(body, d.policy);
   const id = randomUUID();

@@ -4,15 +4,18 @@
 // committed one is delivered at least once, and the deterministic workflow id with
 // USE_EXISTING makes repeated deliveries start one workflow.
 import type { Client } from '@temporalio/client';
-import { WorkflowIdConflictPolicy } from '@temporalio/common';
+import { type Workflow, WorkflowIdConflictPolicy } from '@temporalio/common';
 import { sql } from 'drizzle-orm';
 import type { Sql } from 'postgres';
+import { type WorkflowDefinition, workflowDefinition } from '../contract/index.ts';
 import type { DbOrTx } from '../db/client.ts';
 import { outbox } from '../db/schema.ts';
 import type { Logger } from './logger.ts';
+import { startWorkflow } from './workflows.ts';
 
 export const OUTBOX_CHANNEL = 'meridian_outbox';
 
+/** An outbox row's payload: a start of a workflow declared in the contract, by type name. */
 export interface WorkflowStartIntent {
   workflowType: string;
   workflowId: string;
@@ -22,7 +25,23 @@ export interface WorkflowStartIntent {
   memo?: Record<string, unknown>;
 }
 
-export async function enqueueWorkflowStart(tx: DbOrTx, intent: WorkflowStartIntent): Promise<void> {
+export interface WorkflowStart<F extends Workflow> {
+  workflowId: string;
+  args: Parameters<F>;
+  /** The declared task queue unless given. */
+  taskQueue?: string;
+  memo?: Record<string, unknown>;
+}
+
+/** Writes the intent to start `def` in the caller's transaction. */
+export async function enqueueWorkflowStart<F extends Workflow>(tx: DbOrTx, def: WorkflowDefinition<F>, start: WorkflowStart<F>): Promise<void> {
+  const intent: WorkflowStartIntent = {
+    workflowType: def.name,
+    workflowId: start.workflowId,
+    taskQueue: start.taskQueue ?? def.taskQueue,
+    args: start.args,
+    ...(start.memo ? { memo: start.memo } : {}),
+  };
   await tx.insert(outbox).values({ kind: 'start-workflow', payload: intent as unknown as Record<string, unknown> });
   // Delivered on commit only, so the relay wakes up exactly when there is something to do.
   await tx.execute(sql`select pg_notify(${OUTBOX_CHANNEL}, '')`);
@@ -66,6 +85,8 @@ export class OutboxRelay {
     private readonly temporal: Client,
     private readonly logger: Logger,
     private readonly pollIntervalMs = 2000,
+    /** Workflow types it may start: the contract's (tests add their own). */
+    private readonly definitions: (name: string) => WorkflowDefinition | undefined = workflowDefinition,
   ) {}
 
   /** Delivers one batch of due intents. Rows are locked (SKIP LOCKED) so several relays can run. */
@@ -106,10 +127,12 @@ export class OutboxRelay {
 
   private async deliver(kind: string, intent: WorkflowStartIntent): Promise<void> {
     if (kind !== 'start-workflow') throw new Error(`unknown outbox kind ${kind}`);
+    const def = this.definitions(intent.workflowType);
+    if (!def) throw new Error(`unknown workflow type ${intent.workflowType}`);
     // A deadline keeps a down Temporal from holding the batch's row locks for the SDK's whole
     // retry schedule; the row is simply retried later.
     await this.temporal.withDeadline(Date.now() + DELIVERY_DEADLINE_MS, () =>
-      this.temporal.workflow.start(intent.workflowType, {
+      startWorkflow(this.temporal, def, {
         workflowId: intent.workflowId,
         taskQueue: intent.taskQueue,
         args: intent.args,

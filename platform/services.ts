@@ -3,6 +3,7 @@
 import type { Redis } from 'ioredis';
 import type { Config } from '../config.ts';
 import { connectDatabase, type DbHandle } from '../db/client.ts';
+import type { PlacementDeps } from '../registry/placement.ts';
 import { SecretBox } from '../security/secretbox.ts';
 import { LocationHealth } from '../storage/health.ts';
 import { LocationRegistry } from '../storage/locations.ts';
@@ -20,6 +21,9 @@ export interface Services {
   locations: LocationRegistry;
   /** Location circuit breakers, shared by all instances through Redis. */
   health: LocationHealth;
+  /** What every placement decision needs (locations, their health, this instance's preference),
+   * built once here and handed to uploads, the blob server and replication. */
+  placement: PlacementDeps;
   secrets: SecretBox;
   logger: Logger;
   metrics: { process: ProcessMetrics; replication: ReplicationMetrics };
@@ -35,6 +39,7 @@ export function createServices(config: Config, name: string): Services {
   const temporal = connectTemporal(config);
   const secrets = new SecretBox(config.secretKey, ...config.previousSecretKeys);
   const locations = new LocationRegistry(database.db, config, secrets);
+  const health = new LocationHealth(redis);
   return {
     config,
     db: database.db,
@@ -42,7 +47,8 @@ export function createServices(config: Config, name: string): Services {
     redis,
     temporal,
     locations,
-    health: new LocationHealth(redis),
+    health,
+    placement: { locations, health, preference: config.storagePreference },
     secrets,
     logger,
     metrics: { process: new ProcessMetrics(), replication: new ReplicationMetrics(redis) },

@@ -4,16 +4,11 @@
 import { and, eq, inArray, sql } from 'drizzle-orm';
 import type { DbOrTx } from '../db/client.ts';
 import { blobPlacements, blobs, repositoryBlobs } from '../db/schema.ts';
+import { type ReplicateBlobInput, replicateBlobWorkflow } from '../contract/replication.ts';
 import { enqueueWorkflowStart } from '../platform/outbox.ts';
-import { TASK_QUEUES, WORKFLOW_IDS } from '../temporal.config.ts';
+import { WORKFLOW_IDS } from '../temporal.config.ts';
 
 export type BlobRow = typeof blobs.$inferSelect;
-
-export interface ReplicateBlobInput {
-  digest: string;
-  /** The repository that caused it, for search and display only. */
-  repository?: string;
-}
 
 export async function blobByDigest(db: DbOrTx, digest: string): Promise<BlobRow | undefined> {
   const [row] = await db.select().from(blobs).where(eq(blobs.digest, digest));
@@ -53,13 +48,34 @@ export async function unlinkBlob(db: DbOrTx, repositoryId: number, blobId: numbe
   return rows.length > 0;
 }
 
-/** Ids of the locations holding a verified copy of the blob. */
-export async function placementLocationIds(db: DbOrTx, blobId: number): Promise<number[]> {
-  const rows = await db
-    .select({ locationId: blobPlacements.locationId })
+/** A verified copy of a blob: the location, and the object there when it is not the content
+ * address (resolve with `storage/paths.ts` `placementKey`). */
+export interface Placement {
+  locationId: number;
+  objectKey: string | null;
+}
+
+/** The verified copies of the blob. */
+export async function placementsOf(db: DbOrTx, blobId: number): Promise<Placement[]> {
+  return db
+    .select({ locationId: blobPlacements.locationId, objectKey: blobPlacements.objectKey })
     .from(blobPlacements)
     .where(and(eq(blobPlacements.blobId, blobId), eq(blobPlacements.state, 'available')));
-  return rows.map((r) => r.locationId);
+}
+
+/** Ids of the locations holding a verified copy of the blob. */
+export async function placementLocationIds(db: DbOrTx, blobId: number): Promise<number[]> {
+  return (await placementsOf(db, blobId)).map((p) => p.locationId);
+}
+
+/** The verified copy of a blob in one location, if there is one. */
+export async function placementAt(db: DbOrTx, digest: string, locationId: number): Promise<Placement | undefined> {
+  const [row] = await db
+    .select({ locationId: blobPlacements.locationId, objectKey: blobPlacements.objectKey })
+    .from(blobPlacements)
+    .innerJoin(blobs, eq(blobs.id, blobPlacements.blobId))
+    .where(and(eq(blobs.digest, digest), eq(blobPlacements.locationId, locationId), eq(blobPlacements.state, 'available')));
+  return row;
 }
 
 export interface CommitBlobInput {
@@ -67,17 +83,31 @@ export interface CommitBlobInput {
   size: number;
   mediaType?: string | null;
   locationId: number;
+  /** The object holding the bytes when it is not the content address (an upload's own object). */
+  objectKey?: string | null;
   /** Link the blob to this repository too. */
   repositoryId?: number;
   repositoryName?: string;
+}
+
+export interface CommittedPlacement {
+  blob: BlobRow;
+  newPlacement: boolean;
+  /** Whether the placement now refers to the caller's object (`input.objectKey`). When not, the
+   * location already held the blob elsewhere and the caller's object is redundant. */
+  usesObject: boolean;
 }
 
 /**
  * Records that `location` holds the verified bytes of `digest`: the blob row (once per digest),
  * the placement (once per location), the repository link, and — when the placement is new — the
  * intent to replicate the blob to the other locations, all in the caller's transaction.
+ *
+ * An existing available placement keeps its object. One being deleted (GC) is taken over when
+ * the caller brings its own object (a key nobody else writes): it points at the new object and is
+ * available again, so the deletion removes only the object it marked, never the new one.
  */
-export async function commitBlob(tx: DbOrTx, input: CommitBlobInput): Promise<{ blob: BlobRow; newPlacement: boolean }> {
+export async function commitBlob(tx: DbOrTx, input: CommitBlobInput): Promise<CommittedPlacement> {
   await tx
     .insert(blobs)
     .values({ digest: input.digest, size: input.size, mediaType: input.mediaType ?? null })
@@ -87,26 +117,30 @@ export async function commitBlob(tx: DbOrTx, input: CommitBlobInput): Promise<{ 
     // Same digest, different size: impossible unless a hash collision or a bug; refuse loudly.
     throw new Error(`blob ${input.digest} is recorded with size ${blob.size}, not ${input.size}`);
   }
+  const objectKey = input.objectKey ?? null;
+  const takeOver = objectKey !== null;
   const placed = await tx
     .insert(blobPlacements)
-    .values({ blobId: blob.id, locationId: input.locationId, state: 'available', verifiedAt: sql`now()` })
+    .values({ blobId: blob.id, locationId: input.locationId, state: 'available', objectKey, verifiedAt: sql`now()` })
     .onConflictDoUpdate({
       target: [blobPlacements.blobId, blobPlacements.locationId],
-      set: { verifiedAt: sql`now()` },
-      setWhere: sql`${blobPlacements.state} = 'available'`,
+      set: takeOver
+        ? {
+            verifiedAt: sql`now()`,
+            objectKey: sql`case when ${blobPlacements.state} = 'available' then ${blobPlacements.objectKey} else excluded.object_key end`,
+            state: 'available',
+          }
+        : { verifiedAt: sql`now()` },
+      setWhere: takeOver ? undefined : sql`${blobPlacements.state} = 'available'`,
     })
     // xmax is 0 on a freshly inserted row version and non-zero on one written by the update.
-    .returning({ inserted: sql<boolean>`(xmax = 0)` });
+    .returning({ inserted: sql<boolean>`(xmax = 0)`, objectKey: blobPlacements.objectKey });
   const newPlacement = placed[0]?.inserted === true;
+  const usesObject = placed[0] !== undefined && placed[0].objectKey === objectKey;
   if (input.repositoryId !== undefined) await linkBlob(tx, input.repositoryId, blob.id);
   if (newPlacement) {
     const args: ReplicateBlobInput = { digest: input.digest, ...(input.repositoryName ? { repository: input.repositoryName } : {}) };
-    await enqueueWorkflowStart(tx, {
-      workflowType: 'replicateBlob',
-      workflowId: WORKFLOW_IDS.replicateBlob(input.digest),
-      taskQueue: TASK_QUEUES.control,
-      args: [args],
-    });
+    await enqueueWorkflowStart(tx, replicateBlobWorkflow, { workflowId: WORKFLOW_IDS.replicateBlob(input.digest), args: [args] });
   }
-  return { blob, newPlacement };
+  return { blob, newPlacement, usesObject };
 }

@@ -3,6 +3,8 @@
 // order holding a verified copy, then from any other that holds one.
 import type { Location, LocationRegistry } from '../storage/locations.ts';
 import type { LocationHealth } from '../storage/health.ts';
+import { placementKey } from '../storage/paths.ts';
+import type { Placement } from './blobs.ts';
 
 export class NoLocationError extends Error {
   constructor(message: string) {
@@ -43,4 +45,17 @@ export async function readCandidates(d: PlacementDeps, holderIds: number[]): Pro
   const rank = (l: Location) => (health.get(l.name)?.healthy ? 0 : 2) + (l.state === 'draining' ? 1 : 0);
   // Array.prototype.sort is stable: the preference order holds within each rank.
   return holders.sort((a, b) => rank(a) - rank(b));
+}
+
+/** A copy of a blob to read: the location and the object key there. */
+export interface BlobCopy {
+  location: Location;
+  key: string;
+}
+
+/** The blob's copies to read from, best first (as readCandidates), each with its object key. */
+export async function readCopies(d: PlacementDeps, digest: string, placements: Placement[]): Promise<BlobCopy[]> {
+  const keys = new Map(placements.map((p) => [p.locationId, p.objectKey]));
+  const ranked = await readCandidates(d, [...keys.keys()]);
+  return ranked.map((location) => ({ location, key: placementKey(location.pathPrefix, digest, keys.get(location.id)) }));
 }

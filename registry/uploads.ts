@@ -11,12 +11,12 @@ import type { Readable } from 'node:stream';
 import { and, eq, sql } from 'drizzle-orm';
 import { uploadSessions } from '../db/schema.ts';
 import type { Services } from '../platform/services.ts';
-import { type CompletedPart, MIN_PART_SIZE, ObjectExistsError, type StorageDriver } from '../storage/driver.ts';
+import { type CompletedPart, MIN_PART_SIZE, ObjectExistsError, ObjectNotFoundError, type StorageDriver } from '../storage/driver.ts';
 import type { Location } from '../storage/locations.ts';
 import { MultipartWriter } from '../storage/multipart-writer.ts';
 import { blobKey, uploadDataKey, uploadTailKey } from '../storage/paths.ts';
 import { placementAdded } from '../replication/placements.ts';
-import { commitBlob } from './blobs.ts';
+import { commitBlob, placementAt } from './blobs.ts';
 import { type DigestAlgorithm, parseDigest } from './digest.ts';
 import { createResumableHasher, createStreamingHasher, type ResumableHasher, restoreHasher } from './hashing.ts';
 import { writeLocation } from './placement.ts';
@@ -39,6 +39,11 @@ export class UploadError extends Error {
 /** How long a chunk request may hold a session before another may take over. Renewed while
  * bytes flow. */
 const BUSY_LEASE_SECONDS = 60;
+/** Advertised to clients (distribution spec 1.1 OCI-Chunk-Min-Length): a chunk at least this
+ * long becomes a storage part at once; shorter ones wait in side objects until a part's worth
+ * has arrived. */
+export const CHUNK_MIN_LENGTH = MIN_PART_SIZE;
+
 /** Sessions untouched this long are abandoned (cleaned up by the upload janitor). */
 export const UPLOAD_TTL_HOURS = 24;
 
@@ -48,17 +53,13 @@ export interface CommittedBlob {
   location: Location;
 }
 
-function placementDeps(s: Services) {
-  return { locations: s.locations, health: s.health, preference: s.config.storagePreference };
-}
-
 export async function startUpload(
   s: Services,
   repo: Repository,
   by: { userId?: number; robotId?: number },
   algorithm: DigestAlgorithm = 'sha256',
 ): Promise<UploadSession> {
-  const location = await writeLocation(placementDeps(s));
+  const location = await writeLocation(s.placement);
   const id = randomUUID();
   const hasher = await createResumableHasher(algorithm);
   const [row] = await s.db
@@ -77,10 +78,10 @@ export async function startUpload(
   return row!;
 }
 
+const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
+
 export async function getUpload(s: Services, repo: Repository, id: string): Promise<UploadSession> {
-  if (!/^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/.test(id)) {
-    throw new UploadError('BLOB_UPLOAD_UNKNOWN', 'upload unknown');
-  }
+  if (!UUID.test(id)) throw new UploadError('BLOB_UPLOAD_UNKNOWN', 'upload unknown');
   const [row] = await s.db
     .select()
     .from(uploadSessions)
@@ -95,20 +96,24 @@ function sessionLocation(s: Services, session: UploadSession): Location {
   return loc;
 }
 
-/** Takes the session for one request: no two requests write its parts at once. */
-async function acquire(s: Services, session: UploadSession): Promise<UploadSession> {
+/** Takes the session for one request, no two requests writing its parts at once: one round trip
+ * (a second only to tell an unknown upload from a busy one). */
+async function acquire(s: Services, repo: Repository, id: string): Promise<UploadSession> {
+  if (!UUID.test(id)) throw new UploadError('BLOB_UPLOAD_UNKNOWN', 'upload unknown');
   const [row] = await s.db
     .update(uploadSessions)
     .set({ version: sql`${uploadSessions.version} + 1`, busyUntil: sql`now() + make_interval(secs => ${BUSY_LEASE_SECONDS})` })
     .where(
       and(
-        eq(uploadSessions.id, session.id),
+        eq(uploadSessions.id, id),
+        eq(uploadSessions.repositoryId, repo.id),
         sql`(${uploadSessions.busyUntil} is null or ${uploadSessions.busyUntil} < now())`,
       ),
     )
     .returning();
-  if (!row) throw new UploadError('BLOB_UPLOAD_INVALID', 'another request is writing to this upload');
-  return row;
+  if (row) return row;
+  await getUpload(s, repo, id);
+  throw new UploadError('BLOB_UPLOAD_INVALID', 'another request is writing to this upload');
 }
 
 async function release(s: Services, session: UploadSession, changes: Partial<UploadSession> = {}): Promise<UploadSession> {
@@ -128,21 +133,82 @@ async function readSmall(driver: StorageDriver, key: string): Promise<Buffer> {
   return Buffer.concat(chunks);
 }
 
-interface ChunkState {
-  writer: MultipartWriter;
-  hasher: ResumableHasher;
-  size: number;
+/** The session's tail objects, in order. */
+export function tailKeysOf(session: UploadSession): string[] {
+  return [...(session.tailKey ? [session.tailKey] : []), ...session.tailKeys];
 }
 
-/** Opens the session's writer with its previous tail bytes in front. */
-async function openChunkState(s: Services, session: UploadSession, loc: Location): Promise<ChunkState> {
-  const writer = new MultipartWriter(loc.driver, session.objectKey, {
-    uploadId: session.multipartUploadId ?? undefined,
-    parts: session.parts,
-  });
-  if (session.tailSize > 0 && session.tailKey) await writer.write(await readSmall(loc.driver, session.tailKey));
-  const hasher = await restoreHasher(session.hashState!);
-  return { writer, hasher, size: session.size };
+/**
+ * One request's view of a session: the writer continuing its multipart upload and the hash
+ * state. The tail objects are read only when their bytes are needed — when, with the new
+ * bytes, they make a part, or at the end — so a small chunk reads nothing back and only adds
+ * its own bytes as one more tail object.
+ */
+class ChunkState {
+  readonly writer: MultipartWriter;
+  size: number;
+  /** Tail objects not yet read, and their total size. */
+  private unread: string[];
+  private unreadSize: number;
+  /** New bytes held back while the unread tail must go in front of them. */
+  private held: Buffer[] = [];
+  private heldSize = 0;
+
+  constructor(
+    private readonly loc: Location,
+    readonly session: UploadSession,
+    readonly hasher: ResumableHasher,
+  ) {
+    this.writer = new MultipartWriter(loc.driver, session.objectKey, { uploadId: session.multipartUploadId ?? undefined, parts: session.parts });
+    this.size = session.size;
+    this.unread = tailKeysOf(session);
+    this.unreadSize = this.unread.length > 0 ? session.tailSize : 0;
+  }
+
+  async write(chunk: Buffer): Promise<void> {
+    if (this.unread.length === 0) return this.writer.write(chunk);
+    this.held.push(chunk);
+    this.heldSize += chunk.length;
+    if (this.unreadSize + this.heldSize >= MIN_PART_SIZE) await this.readTail();
+  }
+
+  /** Puts the tail objects' bytes, then the held new bytes, into the writer. */
+  async readTail(): Promise<void> {
+    const keys = this.unread;
+    this.unread = [];
+    this.unreadSize = 0;
+    for (const piece of await Promise.all(keys.map((k) => readSmall(this.loc.driver, k)))) await this.writer.write(piece);
+    const held = this.held;
+    this.held = [];
+    this.heldSize = 0;
+    for (const c of held) await this.writer.write(c);
+  }
+
+  /**
+   * After the last byte of a PATCH: bytes that make a part (at least the minimum part size) are
+   * uploaded as one; the rest becomes one more tail object. Returns the session's new tail.
+   */
+  async settle(version: number): Promise<{ tailKey: null; tailKeys: string[]; tailSize: number; written?: string }> {
+    if (this.unread.length > 0) {
+      // Still short of a part: the old tail stays as it is, the new bytes are appended to it.
+      const keys = [...this.unread];
+      if (this.heldSize === 0) return { tailKey: null, tailKeys: keys, tailSize: this.unreadSize };
+      const key = uploadTailKey(this.loc.pathPrefix, this.session.id, version);
+      await this.loc.driver.write(key, Buffer.concat(this.held, this.heldSize));
+      return { tailKey: null, tailKeys: [...keys, key], tailSize: this.unreadSize + this.heldSize, written: key };
+    }
+    if (this.writer.bufferedBytes >= MIN_PART_SIZE) await this.writer.flushRemainder();
+    await this.writer.parts();
+    const tail = this.writer.takeBuffered();
+    if (tail.length === 0) return { tailKey: null, tailKeys: [], tailSize: 0 };
+    const key = uploadTailKey(this.loc.pathPrefix, this.session.id, version);
+    await this.loc.driver.write(key, tail);
+    return { tailKey: null, tailKeys: [key], tailSize: tail.length, written: key };
+  }
+}
+
+async function openChunkState(session: UploadSession, loc: Location): Promise<ChunkState> {
+  return new ChunkState(loc, session, await restoreHasher(session.hashState!));
 }
 
 /** Streams a request body into the chunk state, renewing the session lease while it flows. */
@@ -155,7 +221,7 @@ async function pump(s: Services, session: UploadSession, state: ChunkState, body
     if (maxBytes !== undefined && received > maxBytes) throw new UploadError('SIZE_INVALID', 'more bytes than Content-Length announced');
     state.hasher.update(chunk);
     state.size += chunk.length;
-    await state.writer.write(chunk);
+    await state.write(chunk);
     if (Date.now() - lastRenew > (BUSY_LEASE_SECONDS * 1000) / 3) {
       lastRenew = Date.now();
       await s.db
@@ -174,68 +240,88 @@ export interface ChunkInput {
   contentLength?: number;
 }
 
-/** PATCH: appends a chunk. Returns the session with its new size. */
-export async function appendChunk(s: Services, session: UploadSession, input: ChunkInput): Promise<UploadSession> {
-  if (input.range) {
-    if (input.range.start !== session.size) {
-      throw new UploadError('RANGE_INVALID', `chunk starts at ${input.range.start}, upload has ${session.size} bytes`, session);
-    }
-    if (input.contentLength !== undefined && input.range.end - input.range.start + 1 !== input.contentLength) {
-      throw new UploadError('RANGE_INVALID', 'Content-Range and Content-Length disagree', session);
-    }
+/** A chunk must start where the upload ends, and its range agree with its length. */
+function checkRange(session: UploadSession, input: ChunkInput): void {
+  if (!input.range) return;
+  if (input.range.start !== session.size) {
+    throw new UploadError('RANGE_INVALID', `chunk starts at ${input.range.start}, upload has ${session.size} bytes`, session);
   }
+  if (input.contentLength !== undefined && input.range.end - input.range.start + 1 !== input.contentLength) {
+    throw new UploadError('RANGE_INVALID', 'Content-Range and Content-Length disagree', session);
+  }
+}
+
+/** PATCH: appends a chunk to upload `id`. Returns the session with its new size. */
+export async function appendChunk(s: Services, repo: Repository, id: string, input: ChunkInput): Promise<UploadSession> {
   await s.locations.fresh();
-  const loc = sessionLocation(s, session);
-  const held = await acquire(s, session);
-  let state: ChunkState | undefined;
+  const held = await acquire(s, repo, id);
+  let written: string | undefined;
   try {
-    state = await openChunkState(s, held, loc);
+    checkRange(held, input);
+    const loc = sessionLocation(s, held);
+    const state = await openChunkState(held, loc);
     const received = await pump(s, held, state, input.body, input.contentLength);
     if (input.contentLength !== undefined && received !== input.contentLength) {
       throw new UploadError('SIZE_INVALID', `received ${received} bytes, Content-Length said ${input.contentLength}`);
     }
-    // Keep what does not make a part in a side object; flush it as a part if it is big enough to be one.
-    if (state.writer.bufferedBytes >= MIN_PART_SIZE) await state.writer.flushRemainder();
-    const parts = await state.writer.parts();
-    const tail = state.writer.takeBuffered();
-    const tailKey = tail.length > 0 ? uploadTailKey(loc.pathPrefix, held.id, held.version) : null;
-    if (tailKey) await loc.driver.write(tailKey, tail);
+    const tail = await state.settle(held.version);
+    written = tail.written;
     const updated = await release(s, held, {
-      parts,
+      parts: await state.writer.parts(),
       multipartUploadId: state.writer.uploadId ?? null,
       size: state.size,
-      tailSize: tail.length,
-      tailKey,
+      tailSize: tail.tailSize,
+      tailKey: tail.tailKey,
+      tailKeys: tail.tailKeys,
       hashState: state.hasher.save(),
     });
-    if (held.tailKey && held.tailKey !== tailKey) await loc.driver.delete(held.tailKey).catch(() => {});
+    // Tail objects now inside a part are scratch; the response need not wait for their removal.
+    const dropped = tailKeysOf(held).filter((k) => !tail.tailKeys.includes(k));
+    if (dropped.length > 0) void loc.driver.deleteMany(dropped).catch(() => {});
     return updated;
   } catch (e) {
     // Parts uploaded by this failed request are simply not recorded; the next chunk reuses their
     // numbers. The session stays as it was before the request.
-    await release(s, held).catch(() => {});
-    throw e;
+    const restored = await release(s, held).catch(() => held);
+    if (written) void sessionLocation(s, held).driver.delete(written).catch(() => {});
+    if (e instanceof UploadError && e.code === 'RANGE_INVALID') throw new UploadError('RANGE_INVALID', e.message, restored);
+    throw partsGone(e);
   }
 }
 
+/** The session's multipart upload or tail vanished from storage (completed by an attempt that
+ * then failed, or removed by hand): the client can only start again. */
+function partsGone(e: unknown): unknown {
+  return e instanceof ObjectNotFoundError ? new UploadError('BLOB_UPLOAD_UNKNOWN', "the upload's stored parts are gone; start the upload again") : e;
+}
+
 /**
- * PUT: the final chunk (optional) and the digest. Verifies, moves the bytes under the blob's
- * content-addressed key, and commits the blob. On a digest mismatch the partial object is
- * deleted and the session ends.
+ * PUT: the final chunk (optional) and the digest. Verifies the digest, then makes the upload's
+ * own object the blob: the multipart upload is completed where its parts already are and the
+ * placement records that key, so nothing is copied (a copy to the content address cost as much as
+ * the push itself for large blobs). On a digest mismatch the partial object is deleted and the
+ * session ends.
+ *
+ * Crash safety: the placement is recorded and the session row deleted in one transaction, so a
+ * session's object is never a placement's object. Until that commit nothing is visible and the
+ * client's retry (or the upload janitor) finds the session as it was; after it, the blob is
+ * served from the recorded key and only scratch objects (tails) may be left for the orphan scan.
  */
-export async function completeUpload(
-  s: Services,
-  repo: Repository,
-  session: UploadSession,
-  digest: string,
-  last?: ChunkInput,
-): Promise<CommittedBlob> {
+export async function completeUpload(s: Services, repo: Repository, id: string, digest: string, last?: ChunkInput): Promise<CommittedBlob> {
   const { algorithm } = parseDigest(digest);
   await s.locations.fresh();
-  const loc = sessionLocation(s, session);
+  const held = await acquire(s, repo, id);
+  let loc: Location;
+  try {
+    if (last) checkRange(held, last);
+    loc = sessionLocation(s, held);
+  } catch (e) {
+    const restored = await release(s, held).catch(() => held);
+    if (e instanceof UploadError && e.code === 'RANGE_INVALID') throw new UploadError('RANGE_INVALID', e.message, restored);
+    throw e;
+  }
   // Nothing received yet and the whole blob in this request: stream it straight to its key.
-  if (session.size === 0 && last) {
-    const held = await acquire(s, session);
+  if (held.size === 0 && last) {
     try {
       const committed = await putBlob(s, repo, loc, digest, last.body, last.contentLength);
       await deleteSession(s, held, loc);
@@ -247,45 +333,83 @@ export async function completeUpload(
     }
   }
 
-  const held = await acquire(s, session);
   let state: ChunkState | undefined;
+  /** Another request took the session over (our lease ran out): it is theirs to finish. */
+  let lost = false;
   try {
-    state = await openChunkState(s, held, loc);
+    state = await openChunkState(held, loc);
     if (last) {
       const received = await pump(s, held, state, last.body, last.contentLength);
       if (last.contentLength !== undefined && received !== last.contentLength) {
         throw new UploadError('SIZE_INVALID', `received ${received} bytes, Content-Length said ${last.contentLength}`);
       }
     }
+    await state.readTail();
     const size = state.size;
-    let actual: string;
-    const key = blobKey(loc.pathPrefix, digest);
-    if (!state.writer.uploadId) {
-      // Small blob: everything is in memory (less than a part), write it under its key directly.
-      const bytes = state.writer.takeBuffered();
-      actual = algorithm === state.hasher.algorithm ? state.hasher.digest() : digestOfBuffer(bytes, algorithm);
+    let completed = false;
+    let small: Buffer | undefined;
+    if (algorithm === state.hasher.algorithm) {
+      const actual = state.hasher.digest();
       if (actual !== digest) throw digestMismatch(digest, actual);
-      await writeIfAbsent(loc.driver, key, bytes);
+    } else if (!state.writer.uploadId) {
+      small = state.writer.takeBuffered();
+      const actual = digestOfBuffer(small, algorithm);
+      if (actual !== digest) throw digestMismatch(digest, actual);
     } else {
-      await state.writer.complete();
-      actual = algorithm === state.hasher.algorithm ? state.hasher.digest() : await digestOfObject(loc.driver, held.objectKey, algorithm);
+      // A digest in an algorithm the upload was not hashed with: store, then read back to check.
+      await completeMultipart(state.writer, loc, held, size);
+      completed = true;
+      const actual = await digestOfObject(loc.driver, held.objectKey, algorithm);
       if (actual !== digest) throw digestMismatch(digest, actual);
-      await moveIfAbsent(loc.driver, held.objectKey, key, size);
     }
-    await s.db.transaction((tx) =>
-      commitBlob(tx, { digest, size, locationId: loc.id, repositoryId: repo.id, repositoryName: repo.fullName }),
-    );
+
+    // Verified. Unless this location already holds the blob, store it: small blobs (less than
+    // a part, all in memory) at the content address, larger ones where their parts already are.
+    let objectKey: string | null = null;
+    if (!(await placementAt(s.db, digest, loc.id))) {
+      if (!state.writer.uploadId) {
+        await writeIfAbsent(loc.driver, blobKey(loc.pathPrefix, digest), small ?? state.writer.takeBuffered());
+      } else {
+        if (!completed) await completeMultipart(state.writer, loc, held, size);
+        objectKey = held.objectKey;
+      }
+    }
+    const placed = await s.db.transaction(async (tx) => {
+      const ended = await tx
+        .delete(uploadSessions)
+        .where(and(eq(uploadSessions.id, held.id), eq(uploadSessions.version, held.version)))
+        .returning({ id: uploadSessions.id });
+      lost = ended.length === 0;
+      if (lost) throw new UploadError('BLOB_UPLOAD_INVALID', 'the upload was changed by another request');
+      return commitBlob(tx, { digest, size, locationId: loc.id, objectKey, repositoryId: repo.id, repositoryName: repo.fullName });
+    });
     await placementAdded(s.redis, digest);
-    await deleteSession(s, held, loc);
+    // The session is gone: remove its scratch objects, and its object unless it became the blob.
+    await removeSessionObjects(loc, held, { keepObject: objectKey !== null && placed.usesObject });
     return { digest, size, location: loc };
   } catch (e) {
     if (e instanceof UploadError && e.code === 'DIGEST_INVALID') {
       await state?.writer.abort();
       await deleteSession(s, held, loc);
-    } else {
+    } else if (!lost) {
       await release(s, held).catch(() => {});
     }
-    throw e;
+    throw partsGone(e);
+  }
+}
+
+/**
+ * Completes the session's multipart upload at its own key. An earlier attempt may have completed
+ * it already and then failed before committing (the parts are gone, the object is there): an
+ * object of the right size at the session's key is that completion.
+ */
+async function completeMultipart(writer: MultipartWriter, loc: Location, session: UploadSession, size: number): Promise<void> {
+  try {
+    await writer.complete();
+  } catch (e) {
+    if (!(e instanceof ObjectNotFoundError)) throw e;
+    const stat = await loc.driver.stat(session.objectKey);
+    if (stat?.size !== size) throw e;
   }
 }
 
@@ -314,20 +438,11 @@ async function writeIfAbsent(driver: StorageDriver, key: string, bytes: Buffer):
   }
 }
 
-async function moveIfAbsent(driver: StorageDriver, from: string, to: string, size: number): Promise<void> {
-  try {
-    await driver.copy(from, to, size, { ifAbsent: true });
-  } catch (e) {
-    if (!(e instanceof ObjectExistsError)) throw e;
-  }
-  await driver.delete(from);
-}
-
 /**
  * A whole blob in one request with its digest known up front (POST ?digest=, or PUT on an empty
  * session): streamed straight to its content-addressed key, verified before it becomes visible.
- * If the location already holds the blob the bytes are only hashed (to prove the client has
- * them) and not stored again.
+ * If the location already holds the blob (its placement says so: no storage round trip) the
+ * bytes are only hashed, to prove the client has them, and not stored again.
  */
 export async function putBlob(
   s: Services,
@@ -339,7 +454,7 @@ export async function putBlob(
 ): Promise<CommittedBlob> {
   const { algorithm } = parseDigest(digest);
   const key = blobKey(loc.pathPrefix, digest);
-  const exists = (await loc.driver.stat(key)) !== null;
+  const exists = (await placementAt(s.db, digest, loc.id)) !== undefined;
   const hasher = createStreamingHasher(algorithm);
   const writer = exists ? undefined : new MultipartWriter(loc.driver, key);
   let size = 0;
@@ -384,21 +499,27 @@ export async function putBlobToPreferred(
   body: Readable,
   contentLength: number | undefined,
 ): Promise<CommittedBlob> {
-  const loc = await writeLocation(placementDeps(s));
+  const loc = await writeLocation(s.placement);
   return putBlob(s, repo, loc, digest, body, contentLength);
 }
 
-export async function cancelUpload(s: Services, session: UploadSession): Promise<void> {
-  const loc = sessionLocation(s, session);
-  const held = await acquire(s, session);
-  await deleteSession(s, held, loc);
+export async function cancelUpload(s: Services, repo: Repository, id: string): Promise<void> {
+  const held = await acquire(s, repo, id);
+  await deleteSession(s, held, sessionLocation(s, held));
 }
 
 async function deleteSession(s: Services, session: UploadSession, loc: Location): Promise<void> {
   await s.db.delete(uploadSessions).where(eq(uploadSessions.id, session.id));
+  await removeSessionObjects(loc, session, { keepObject: false });
+}
+
+/** Best effort: what is left behind is found by the orphan scan. */
+async function removeSessionObjects(loc: Location, session: UploadSession, opts: { keepObject: boolean }): Promise<void> {
   const cleanup: Promise<unknown>[] = [];
-  if (session.multipartUploadId) cleanup.push(loc.driver.abortMultipart(session.objectKey, session.multipartUploadId));
-  cleanup.push(loc.driver.deleteMany(session.tailKey ? [session.objectKey, session.tailKey] : [session.objectKey]));
+  // Aborting a completed upload is a no-op; an uncompleted one still holds parts.
+  if (session.multipartUploadId && !opts.keepObject) cleanup.push(loc.driver.abortMultipart(session.objectKey, session.multipartUploadId));
+  const keys = [...(opts.keepObject ? [] : [session.objectKey]), ...tailKeysOf(session)];
+  if (keys.length > 0) cleanup.push(loc.driver.deleteMany(keys));
   await Promise.allSettled(cleanup);
 }
 

@@ -11,9 +11,18 @@ import { blobByDigest } from '../registry/blobs.ts';
 import { LOCATION_NAME } from '../config.ts';
 import { probeLocation } from '../platform/health.ts';
 import { DEV_CREDENTIALS_REF, sealContext } from '../storage/locations.ts';
-import { TASK_QUEUES, WORKFLOW_IDS } from '../temporal.config.ts';
-import type { BackfillInput, BackfillProgress } from '../workflows/backfill.ts';
-import type { RemoveLocationInput, RemoveLocationProgress } from '../workflows/remove-location.ts';
+import {
+  type BackfillInput,
+  type BackfillProgress,
+  backfillProgressQuery,
+  backfillWorkflow,
+  type RemoveLocationInput,
+  type RemoveLocationProgress,
+  removeLocationProgressQuery,
+  removeLocationWorkflow,
+} from '../contract/replication.ts';
+import { startWorkflow, workflowHandle } from '../platform/workflows.ts';
+import { WORKFLOW_IDS } from '../temporal.config.ts';
 
 export class OperationError extends DomainError {}
 
@@ -191,9 +200,8 @@ export async function startBackfill(s: Services, input: BackfillInput): Promise<
     if (!s.locations.byName(input.location)) throw new OperationError('not_found', `location ${input.location} does not exist`);
   }
   const workflowId = WORKFLOW_IDS.backfill(input.location);
-  const handle = await s.temporal.client.workflow.start('backfill', {
+  const handle = await startWorkflow(s.temporal.client, backfillWorkflow, {
     workflowId,
-    taskQueue: TASK_QUEUES.control,
     args: [input],
     workflowIdConflictPolicy: WorkflowIdConflictPolicy.USE_EXISTING,
     staticSummary: `Backfill replication${input.location ? ` to ${input.location}` : ''}`,
@@ -205,14 +213,14 @@ export async function backfillProgress(
   s: Services,
   location: string | undefined,
 ): Promise<{ status: string; progress: BackfillProgress | null; totalBlobs: number }> {
-  const handle = s.temporal.client.workflow.getHandle(WORKFLOW_IDS.backfill(location));
+  const handle = workflowHandle(s.temporal.client, backfillWorkflow, WORKFLOW_IDS.backfill(location));
   // Blobs to scan, for a progress bar (the workflow walks them by id and does not count ahead).
   const [count] = await s.db.execute<{ n: number }>(sql`select count(*)::int as n from blobs`);
   const totalBlobs = count?.n ?? 0;
   try {
     const d = await handle.describe();
-    if (d.status.name === 'COMPLETED') return { status: 'COMPLETED', progress: (await handle.result()) as BackfillProgress, totalBlobs };
-    if (d.status.name === 'RUNNING') return { status: 'RUNNING', progress: await handle.query<BackfillProgress>('progress'), totalBlobs };
+    if (d.status.name === 'COMPLETED') return { status: 'COMPLETED', progress: await handle.result(), totalBlobs };
+    if (d.status.name === 'RUNNING') return { status: 'RUNNING', progress: await handle.query(backfillProgressQuery), totalBlobs };
     return { status: d.status.name, progress: null, totalBlobs };
   } catch (e) {
     if (e instanceof WorkflowNotFoundError) throw new OperationError('not_found', 'no backfill has run');
@@ -225,9 +233,8 @@ export async function startLocationRemoval(s: Services, input: RemoveLocationInp
   if (!s.locations.byName(input.name)) throw new OperationError('not_found', `location ${input.name} does not exist`);
   const workflowId = WORKFLOW_IDS.removeLocation(input.name);
   try {
-    const handle = await s.temporal.client.workflow.start('removeLocation', {
+    const handle = await startWorkflow(s.temporal.client, removeLocationWorkflow, {
       workflowId,
-      taskQueue: TASK_QUEUES.control,
       args: [input],
       workflowIdConflictPolicy: WorkflowIdConflictPolicy.USE_EXISTING,
       staticSummary: `Remove storage location ${input.name}${input.purge ? ' and purge its objects' : ''}`,
@@ -240,12 +247,12 @@ export async function startLocationRemoval(s: Services, input: RemoveLocationInp
 }
 
 export async function removalProgress(s: Services, name: string): Promise<{ status: string; progress: RemoveLocationProgress | null; error?: string }> {
-  const handle = s.temporal.client.workflow.getHandle(WORKFLOW_IDS.removeLocation(name));
+  const handle = workflowHandle(s.temporal.client, removeLocationWorkflow, WORKFLOW_IDS.removeLocation(name));
   try {
     const d = await handle.describe();
-    if (d.status.name === 'RUNNING') return { status: 'RUNNING', progress: await handle.query<RemoveLocationProgress>('progress') };
+    if (d.status.name === 'RUNNING') return { status: 'RUNNING', progress: await handle.query(removeLocationProgressQuery) };
     try {
-      return { status: d.status.name, progress: (await handle.result()) as RemoveLocationProgress };
+      return { status: d.status.name, progress: await handle.result() };
     } catch (e) {
       const cause = (e as { cause?: { message?: string; details?: unknown[] } }).cause;
       return { status: d.status.name, progress: null, error: cause?.message ?? (e as Error).message };

@@ -6,40 +6,48 @@ import { and, eq, sql } from 'drizzle-orm';
 import type { Redis } from 'ioredis';
 import type { DbOrTx } from '../db/client.ts';
 import { blobPlacements } from '../db/schema.ts';
-import { placementLocationIds } from '../registry/blobs.ts';
+import { type Placement, placementsOf } from '../registry/blobs.ts';
 
 const EPOCH_KEY = 'placements:epoch';
 const entryKey = (digest: string) => `placements:${digest}`;
 const TTL_SECONDS = 300;
 
-/** Records a verified copy made by replication (never itself a reason to replicate). */
+/** Records a verified copy made by replication at the blob's content address (never itself a
+ * reason to replicate). */
 export async function recordPlacement(tx: DbOrTx, blobId: number, locationId: number): Promise<void> {
   await tx
     .insert(blobPlacements)
-    .values({ blobId, locationId, state: 'available', verifiedAt: sql`now()` })
-    .onConflictDoUpdate({ target: [blobPlacements.blobId, blobPlacements.locationId], set: { state: 'available', verifiedAt: sql`now()` } });
+    .values({ blobId, locationId, state: 'available', objectKey: null, verifiedAt: sql`now()` })
+    .onConflictDoUpdate({
+      target: [blobPlacements.blobId, blobPlacements.locationId],
+      set: { state: 'available', objectKey: null, verifiedAt: sql`now()` },
+    });
 }
 
 export async function deletePlacement(tx: DbOrTx, blobId: number, locationId: number): Promise<void> {
   await tx.delete(blobPlacements).where(and(eq(blobPlacements.blobId, blobId), eq(blobPlacements.locationId, locationId)));
 }
 
-/** Location ids holding the blob, from the cache when it is current. */
-export async function cachedPlacementIds(db: DbOrTx, redis: Redis, blob: { id: number; digest: string }): Promise<number[]> {
+/** The blob's verified copies (location and object key), from the cache when it is current. */
+export async function cachedPlacements(db: DbOrTx, redis: Redis, blob: { id: number; digest: string }): Promise<Placement[]> {
   let epoch: string | null = null;
   try {
     const [e, raw] = await redis.mget(EPOCH_KEY, entryKey(blob.digest));
     epoch = e ?? '0';
     if (raw) {
-      const entry = JSON.parse(raw) as { e: string; ids: number[] };
-      if (entry.e === epoch) return entry.ids;
+      // `p` holds [locationId, objectKey] pairs; entries without it predate object keys.
+      const entry = JSON.parse(raw) as { e: string; p?: [number, string | null][] };
+      if (entry.e === epoch && entry.p) return entry.p.map(([locationId, objectKey]) => ({ locationId, objectKey }));
     }
   } catch {
     epoch = null; // Redis down: go to the database every time.
   }
-  const ids = await placementLocationIds(db, blob.id);
-  if (epoch !== null) await redis.set(entryKey(blob.digest), JSON.stringify({ e: epoch, ids }), 'EX', TTL_SECONDS).catch(() => {});
-  return ids;
+  const placements = await placementsOf(db, blob.id);
+  if (epoch !== null) {
+    const p = placements.map((x) => [x.locationId, x.objectKey]);
+    await redis.set(entryKey(blob.digest), JSON.stringify({ e: epoch, p }), 'EX', TTL_SECONDS).catch(() => {});
+  }
+  return placements;
 }
 
 /** A copy was added: let readers see it now rather than when the entry expires. */

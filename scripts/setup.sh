@@ -37,7 +37,7 @@ while IFS='=' read -r name pin; do
   note "building $name ($pin); the first build takes a few minutes"
   (
     tmp=$(mktemp -d)
-    GOBIN="$tmp" GOFLAGS=-buildvcs=false go install "$pin" >"$ROOT/.tools/$name.build.log" 2>&1
+    GOBIN="$tmp" GOFLAGS=-buildvcs=false GOTOOLCHAIN=auto go install "$pin" >"$ROOT/.tools/$name.build.log" 2>&1
     built=$(ls "$tmp")
     mv "$tmp/$built" "$BIN/$name"
     rmdir "$tmp"
@@ -54,6 +54,37 @@ for i in "${!pids[@]}"; do
   fi
 done
 [[ $failed == 0 ]] || exit 1
+
+# ---------------------------------------------------------------- TLS for the real Temporal server
+# A private CA, the frontend's certificate (localhost, 127.0.0.1) and a client certificate for
+# mutual TLS, used by MERIDIAN_TEMPORAL=server and the server test project. Regenerated when
+# missing or within 30 days of expiry.
+TLS="$ROOT/.tools/tls"
+if ! openssl x509 -checkend 2592000 -noout -in "$TLS/client.pem" >/dev/null 2>&1 ||
+  ! openssl x509 -checkend 2592000 -noout -in "$TLS/server.pem" >/dev/null 2>&1; then
+  note "generating TLS certificates for the Temporal server in .tools/tls"
+  mkdir -p "$TLS.tmp"
+  (
+    cd "$TLS.tmp"
+    ec() { openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out "$1" 2>/dev/null; }
+    ec ca.key
+    openssl req -x509 -new -key ca.key -sha256 -days 3650 -subj "/CN=Meridian development CA" \
+      -addext basicConstraints=critical,CA:TRUE -addext keyUsage=critical,keyCertSign,cRLSign -out ca.pem 2>/dev/null
+    leaf() { # name, subject, extendedKeyUsage, subjectAltName
+      ec "$1.key"
+      openssl req -new -key "$1.key" -subj "/CN=$2" -out "$1.csr" 2>/dev/null
+      printf 'basicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature\nextendedKeyUsage=%s\n%s\n' "$3" "$4" >"$1.ext"
+      openssl x509 -req -in "$1.csr" -CA ca.pem -CAkey ca.key -CAcreateserial -sha256 -days 825 -extfile "$1.ext" -out "$1.pem" 2>/dev/null
+      rm -f "$1.csr" "$1.ext"
+    }
+    leaf server localhost serverAuth,clientAuth 'subjectAltName=DNS:localhost,DNS:temporal-frontend,IP:127.0.0.1,IP:::1'
+    leaf client meridian clientAuth ''
+    chmod 600 ./*.key
+  )
+  rm -rf "$TLS" && mv "$TLS.tmp" "$TLS"
+else
+  say "Temporal TLS certificates up to date"
+fi
 
 # skopeo comes from Debian (the registry tests copy images with it).
 if ! command -v skopeo >/dev/null 2>&1; then

@@ -1,8 +1,10 @@
 // Turns a stream of chunks of any size into S3 multipart parts of a fixed size, uploading up to
-// `maxInFlight` parts at once while the next one fills. Incoming bytes are copied once into a
-// part buffer taken from a small pool, and buffers go back to the pool when their part is
-// uploaded, so memory stays at (maxInFlight + 1) × partSize whatever the size of the object,
-// with no garbage for the collector to chase.
+// `maxInFlight` parts at once while the next one fills. Incoming chunks are kept by reference
+// until they make a part, then copied once into a part buffer taken from a small pool; buffers go
+// back to the pool when their part is uploaded, so memory stays at about (maxInFlight + 2) ×
+// partSize whatever the size of the object, with little garbage for the collector to chase. A
+// writer that never fills a part (a small chunk of an upload) allocates no part buffer at all.
+// Chunks passed to write() must not be modified afterwards (network reads never are).
 import { type CompletedPart, type StorageDriver, DEFAULT_PART_SIZE } from './driver.ts';
 
 /** Part sizes grow with the part number so that S3's 10,000-part limit still allows ~1 TiB:
@@ -30,8 +32,8 @@ export interface MultipartWriterOptions {
 export class MultipartWriter {
   private readonly basePartSize: number;
   private readonly maxInFlight: number;
-  /** The part being filled and how much of it is. */
-  private current: Buffer | undefined;
+  /** Chunks of the part being filled (by reference) and their total size. */
+  private pending: Buffer[] = [];
   private filled = 0;
   private readonly pool: Buffer[] = [];
   private inFlight = new Set<Promise<void>>();
@@ -71,8 +73,8 @@ export class MultipartWriter {
     let offset = 0;
     while (offset < chunk.length) {
       const size = this.partSize;
-      if (!this.current || this.current.length !== size) this.current = this.takeBuffer(size, this.current);
-      const n = chunk.copy(this.current, this.filled, offset);
+      const n = Math.min(size - this.filled, chunk.length - offset);
+      this.pending.push(offset === 0 && n === chunk.length ? chunk : chunk.subarray(offset, offset + n));
       this.filled += n;
       offset += n;
       if (this.filled === size) await this.startPart(size);
@@ -86,7 +88,8 @@ export class MultipartWriter {
 
   /** Takes the buffered bytes out of the writer (to keep them elsewhere until more arrive). */
   takeBuffered(): Buffer {
-    const out = Buffer.from(this.current?.subarray(0, this.filled) ?? Buffer.alloc(0));
+    const out = this.pending.length === 1 ? this.pending[0]! : Buffer.concat(this.pending, this.filled);
+    this.pending = [];
     this.filled = 0;
     return out;
   }
@@ -112,18 +115,21 @@ export class MultipartWriter {
     if (this._uploadId) await this.driver.abortMultipart(this.key, this._uploadId).catch(() => {});
   }
 
-  private takeBuffer(size: number, previous: Buffer | undefined): Buffer {
-    if (previous && this.filled > 0) throw new Error('part size changed with bytes buffered');
-    const i = this.pool.findIndex((b) => b.length === size);
-    return i >= 0 ? this.pool.splice(i, 1)[0]! : Buffer.allocUnsafe(size);
+  /** A full part's buffer comes from the pool; a short last part gets one of its own size. */
+  private takeBuffer(length: number): { buffer: Buffer; pooled: boolean } {
+    if (length !== this.partSize) return { buffer: Buffer.allocUnsafe(length), pooled: false };
+    const i = this.pool.findIndex((b) => b.length === length);
+    return { buffer: i >= 0 ? this.pool.splice(i, 1)[0]! : Buffer.allocUnsafe(length), pooled: true };
   }
 
   private async startPart(length: number): Promise<void> {
     while (this.inFlight.size >= this.maxInFlight) await Promise.race(this.inFlight);
     if (this.failure) throw this.failure;
-    const buffer = this.current!;
+    const { buffer, pooled } = this.takeBuffer(length);
+    let at = 0;
+    for (const c of this.pending) at += c.copy(buffer, at);
     const body = buffer.subarray(0, length);
-    this.current = undefined;
+    this.pending = [];
     this.filled = 0;
     if (!this._uploadId) this._uploadId = await this.driver.createMultipart(this.key);
     const partNumber = this.nextPartNumber++;
@@ -140,7 +146,7 @@ export class MultipartWriter {
     );
     const tracked = p.finally(() => {
       this.inFlight.delete(tracked);
-      if (this.pool.length < this.maxInFlight + 1) this.pool.push(buffer);
+      if (pooled && this.pool.length < this.maxInFlight + 1) this.pool.push(buffer);
     });
     this.inFlight.add(tracked);
   }

@@ -14,9 +14,29 @@ export function blobKey(prefix: string, digest: string): string {
   return joinKey(prefix, algorithm, hex.slice(0, 2), hex);
 }
 
-/** Where an upload's bytes collect before its digest is known. */
+/**
+ * Where a blob's bytes are in a location: the object its placement recorded (a chunked upload's
+ * own object, which becomes the blob instead of being copied to the content address), else the
+ * content address. Every reader of placed bytes — pulls, replication sources, removal, GC,
+ * scrub — resolves keys here.
+ */
+export function placementKey(prefix: string, digest: string, objectKey: string | null | undefined): string {
+  return objectKey ?? blobKey(prefix, digest);
+}
+
+/**
+ * Where a chunked upload's bytes collect before its digest is known; once verified, the object
+ * at this key *is* the blob (its placement records the key). Outside `_uploads/` on purpose:
+ * everything under `_uploads/` is scratch (tails) that may be expired by age, this is not. A
+ * key here with no upload session and no placement referring to it is an orphan.
+ */
 export function uploadDataKey(prefix: string, uploadId: string): string {
-  return joinKey(prefix, '_uploads', uploadId, 'data');
+  return joinKey(prefix, '_blobs', uploadId);
+}
+
+/** Prefix of the objects chunked uploads wrote (see uploadDataKey), for orphan scans. */
+export function uploadedBlobsPrefix(prefix: string): string {
+  return joinKey(prefix, '_blobs') + '/';
 }
 
 /** Bytes of an upload that do not yet fill a multipart part. */

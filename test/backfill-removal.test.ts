@@ -9,9 +9,10 @@ import { blobPlacements, blobs, storageLocations } from '../db/schema.ts';
 import { addLocation, replicationSummary, startBackfill, startLocationRemoval } from '../replication/operations.ts';
 import { blobKey } from '../storage/paths.ts';
 import { type S3Driver } from '../storage/s3.ts';
+import { WORKFLOW_IDS } from '../temporal.config.ts';
 import type { RunningWorkers } from '../workers/main.ts';
-import type { BackfillProgress } from '../workflows/backfill.ts';
-import type { RemoveLocationProgress } from '../workflows/remove-location.ts';
+import { backfillWorkflow, removeLocationWorkflow, replicateBlobWorkflow } from '../contract/replication.ts';
+import { workflowHandle } from '../platform/workflows.ts';
 import { createTestUser, startTestApi, startTestWorkers, testDatabase, testTemporal } from './support/harness.ts';
 import { OciClient } from './support/oci-client.ts';
 import { startExtraRegion, type ExtraRegion } from './support/extra-region.ts';
@@ -78,7 +79,7 @@ describe('backfill and site removal', () => {
     const pushed: string[] = [];
     for (let i = 0; i < 8; i++) pushed.push(await client.pushBlob(repo, randomBytes(10_000 + i)));
     // Let the pushes replicate to the three regions first.
-    for (const d of pushed) await temporal.workflow.getHandle(`replicate/${d}`).result().catch(() => undefined);
+    for (const d of pushed) await workflowHandle(temporal, replicateBlobWorkflow, WORKFLOW_IDS.replicateBlob(d)).result().catch(() => undefined);
 
     const sa = await newRegion('sa-east', true);
     extraWorkers = await startTestWorkers({ control: false, mirror: false, copyLocations: ['sa-east', 'solo'] });
@@ -89,7 +90,7 @@ describe('backfill and site removal', () => {
     expect(missingBefore).toBeGreaterThanOrEqual(8);
 
     const first = await startBackfill(api.services, { location: 'sa-east' });
-    const p1 = (await temporal.workflow.getHandle(first.workflowId).result()) as BackfillProgress;
+    const p1 = await workflowHandle(temporal, backfillWorkflow, first.workflowId).result();
     expect(p1.failed).toBe(0);
     expect(p1.copied).toBe(missingBefore);
     expect(p1.done).toBe(true);
@@ -102,7 +103,7 @@ describe('backfill and site removal', () => {
     }
 
     const second = await startBackfill(api.services, { location: 'sa-east' });
-    const p2 = (await temporal.workflow.getHandle(second.workflowId).result()) as BackfillProgress;
+    const p2 = await workflowHandle(temporal, backfillWorkflow, second.workflowId).result();
     expect(p2.copied).toBe(0);
     expect(p2.queued).toBe(0);
     expect(p2.scanned).toBeGreaterThanOrEqual(p1.scanned);
@@ -111,7 +112,7 @@ describe('backfill and site removal', () => {
   it('removes a location, leaving every blob with a copy elsewhere and purging its objects', async () => {
     const before = await blobsHeldSomewhere();
     const started = await startLocationRemoval(api.services, { name: 'sa-east', purge: true });
-    const result = (await temporal.workflow.getHandle(started.workflowId).result()) as RemoveLocationProgress;
+    const result = await workflowHandle(temporal, removeLocationWorkflow, started.workflowId).result();
     expect(result.phase).toBe('done');
     expect(result.atRisk).toEqual([]);
     expect(await database.db.select().from(storageLocations).where(eq(storageLocations.name, 'sa-east'))).toEqual([]);
@@ -130,7 +131,7 @@ describe('backfill and site removal', () => {
       const digest = await soloClient.pushBlob(repo, randomBytes(5000));
       workers = await startTestWorkers({ control: true, mirror: false, copyLocations: ['us-east', 'eu-west', 'ap-south'] });
       const started = await startLocationRemoval(api.services, { name: 'solo' });
-      const result = (await temporal.workflow.getHandle(started.workflowId).result()) as RemoveLocationProgress;
+      const result = await workflowHandle(temporal, removeLocationWorkflow, started.workflowId).result();
       expect(result.phase).toBe('done');
       const [blob] = await database.db.select().from(blobs).where(eq(blobs.digest, digest));
       const left = await database.db.select().from(blobPlacements).where(eq(blobPlacements.blobId, blob!.id));
@@ -151,7 +152,7 @@ describe('backfill and site removal', () => {
     await database.db.insert(blobPlacements).values({ blobId: blob!.id, locationId: loc.id });
 
     const started = await startLocationRemoval(api.services, { name: 'broken' });
-    const err = await temporal.workflow.getHandle(started.workflowId).result().catch((e: unknown) => e);
+    const err = await workflowHandle(temporal, removeLocationWorkflow, started.workflowId).result().catch((e: unknown) => e);
     expect(err).toBeInstanceOf(WorkflowFailedError);
     const cause = (err as WorkflowFailedError).cause as { type?: string; message: string; details?: unknown[] };
     expect(cause.type).toBe('BlobsAtRisk');

@@ -8,7 +8,8 @@ import { ObjectNotFoundError } from '../storage/driver.ts';
 import { S3Driver } from '../storage/s3.ts';
 import { TASK_QUEUES, WORKFLOW_IDS } from '../temporal.config.ts';
 import type { RunningWorkers } from '../workers/main.ts';
-import { createTestUser, stackInfo, startTestApi, startTestWorkers, testDatabase, testTemporal } from './support/harness.ts';
+import { setupTemporal } from '../workers/temporal-setup.ts';
+import { createTestUser, stackInfo, startTestApi, startTestWorkers, testConfig, testDatabase, testTemporal } from './support/harness.ts';
 import { OciClient } from './support/oci-client.ts';
 
 describe('abandoned uploads', () => {
@@ -22,6 +23,8 @@ describe('abandoned uploads', () => {
   beforeAll(async () => {
     api = await startTestApi({ MERIDIAN_STORAGE_PREFERENCE: 'us-east' });
     workers = await startTestWorkers({ control: true, mirror: false, copyLocations: [] });
+    // The deploy step creates the schedule (test/temporal-setup.test.ts covers it in full).
+    await setupTemporal(testConfig(), { retentionDays: 1, skipMirrors: true });
     ({ client: temporal, connection } = await testTemporal());
     const r = stackInfo().regions.find((x) => x.name === 'us-east')!;
     usEast = new S3Driver({ name: 'us-east', endpoint: `http://127.0.0.1:${r.port}`, region: 'us-east-1', bucket: DEV_BUCKET, ...stackInfo().s3Credentials });
@@ -45,7 +48,7 @@ describe('abandoned uploads', () => {
     await client.fetch(start.headers.get('location')!, { method: 'PATCH', body: randomBytes(17 * 1024 * 1024 + 5) });
     const [session] = await database.db.select().from(uploadSessions).where(eq(uploadSessions.id, id));
     expect(session?.multipartUploadId).toBeTruthy();
-    expect(session?.tailKey).toBeTruthy();
+    expect(session?.tailKeys).toHaveLength(1);
     // A fresh session is left alone; a day-old one is ended.
     const fresh = await client.fetch(`/v2/${user.username}/junk/blobs/uploads/`, { method: 'POST' });
     await database.db.update(uploadSessions).set({ updatedAt: sql`now() - interval '25 hours'` }).where(eq(uploadSessions.id, id));

@@ -6,11 +6,15 @@ import { eq, sql } from 'drizzle-orm';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { outbox } from '../db/schema.ts';
 import { createLogger } from '../platform/logger.ts';
-import { enqueueWorkflowStart, OutboxRelay, type WorkflowStartIntent } from '../platform/outbox.ts';
+import { defineWorkflow, type WorkflowDefinition } from '../contract/index.ts';
+import { enqueueWorkflowStart, OutboxRelay, type WorkflowStart } from '../platform/outbox.ts';
 import { installRuntime } from '../workers/main.ts';
-import { stackControl, stackInfo, testDatabase } from './support/harness.ts';
+import { stackControl, stackInfo, testDatabase, testTemporalOptions } from './support/harness.ts';
 
 const TASK_QUEUE = `outbox-test-${randomUUID()}`;
+/** The fixture workflow (test/fixtures/workflows.ts), declared as the contract declares Meridian's. */
+const probeWorkflow = defineWorkflow<(marker: string) => Promise<string>>()('outboxProbe', TASK_QUEUE);
+const known = (name: string): WorkflowDefinition | undefined => (name === probeWorkflow.name ? probeWorkflow : undefined);
 
 describe('transactional outbox', () => {
   const database = testDatabase();
@@ -22,16 +26,16 @@ describe('transactional outbox', () => {
 
   beforeAll(async () => {
     installRuntime('warn');
-    connection = Connection.lazy({ address: stackInfo().temporalAddress, connectTimeout: 2000 });
+    connection = Connection.lazy({ ...testTemporalOptions(), connectTimeout: 2000 });
     client = new Client({ connection, namespace: stackInfo().temporalNamespace });
     worker = await Worker.create({
-      connection: await NativeConnection.connect({ address: stackInfo().temporalAddress }),
+      connection: await NativeConnection.connect(testTemporalOptions()),
       namespace: stackInfo().temporalNamespace,
       taskQueue: TASK_QUEUE,
       workflowsPath: fileURLToPath(new URL('./fixtures/workflows.ts', import.meta.url)),
     });
     workerRun = worker.run();
-    relay = new OutboxRelay(database.db, database.sql, client, createLogger('test', 'silent'));
+    relay = new OutboxRelay(database.db, database.sql, client, createLogger('test', 'silent'), 2000, known);
   });
 
   afterAll(async () => {
@@ -42,8 +46,8 @@ describe('transactional outbox', () => {
     await database.close();
   });
 
-  function intent(marker: string): WorkflowStartIntent {
-    return { workflowType: 'outboxProbe', workflowId: `outbox-test/${marker}`, taskQueue: TASK_QUEUE, args: [marker] };
+  function intent(marker: string): WorkflowStart<(marker: string) => Promise<string>> {
+    return { workflowId: `outbox-test/${marker}`, args: [marker] };
   }
 
   async function rowsFor(marker: string) {
@@ -60,7 +64,7 @@ describe('transactional outbox', () => {
     const marker = randomUUID();
     await expect(
       database.db.transaction(async (tx) => {
-        await enqueueWorkflowStart(tx, intent(marker));
+        await enqueueWorkflowStart(tx, probeWorkflow, intent(marker));
         throw new Error('change failed');
       }),
     ).rejects.toThrow('change failed');
@@ -72,7 +76,7 @@ describe('transactional outbox', () => {
   it('delivers a committed intent exactly once, even when Temporal was down when it was written', async () => {
     const marker = randomUUID();
     await stackControl.stop('temporal');
-    await database.db.transaction((tx) => enqueueWorkflowStart(tx, intent(marker)));
+    await database.db.transaction((tx) => enqueueWorkflowStart(tx, probeWorkflow, intent(marker)));
 
     const whileDown = await relay.drainOnce();
     expect(whileDown.delivered).toBe(0);
@@ -97,7 +101,7 @@ describe('transactional outbox', () => {
     expect(result).toBe(`delivered:${marker}`);
 
     // Later rounds (and a second relay) find nothing more to deliver.
-    const other = new OutboxRelay(database.db, database.sql, client, createLogger('test', 'silent'));
+    const other = new OutboxRelay(database.db, database.sql, client, createLogger('test', 'silent'), 2000, known);
     await Promise.all([relay.drainOnce(), other.drainOnce()]);
     const [row] = await rowsFor(marker);
     expect(row?.deliveredAt).not.toBeNull();
@@ -108,8 +112,8 @@ describe('transactional outbox', () => {
 
   it('lets concurrent relays share the work without delivering a row twice', async () => {
     const markers = Array.from({ length: 30 }, () => randomUUID());
-    for (const m of markers) await database.db.transaction((tx) => enqueueWorkflowStart(tx, intent(m)));
-    const relays = [relay, new OutboxRelay(database.db, database.sql, client, createLogger('test', 'silent'))];
+    for (const m of markers) await database.db.transaction((tx) => enqueueWorkflowStart(tx, probeWorkflow, intent(m)));
+    const relays = [relay, new OutboxRelay(database.db, database.sql, client, createLogger('test', 'silent'), 2000, known)];
     const stats = await Promise.all(relays.map((r) => r.drainOnce()));
     const total = stats.reduce((n, s) => n + s.delivered, 0);
     const rows = (await Promise.all(markers.map(rowsFor))).flat();

@@ -4,7 +4,7 @@ import { and, eq, sql } from 'drizzle-orm';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { blobPlacements, blobs, outbox, uploadSessions } from '../db/schema.ts';
 import { S3Driver } from '../storage/s3.ts';
-import { blobKey } from '../storage/paths.ts';
+import { blobKey, placementKey } from '../storage/paths.ts';
 import { DEV_BUCKET } from '../devstack/stack.ts';
 import { createTestUser, stackInfo, startTestApi, testDatabase } from './support/harness.ts';
 import { OciClient, sha256 } from './support/oci-client.ts';
@@ -32,8 +32,16 @@ describe('blob uploads and downloads', () => {
     await database.close();
   });
 
+  /** The bytes us-east's placement of the blob points at (its content address unless the
+   * placement records the key of the upload's own object). */
   async function objectBytes(digest: string): Promise<Buffer | null> {
-    const key = blobKey('', digest);
+    const [placement] = await database.db
+      .select({ objectKey: blobPlacements.objectKey })
+      .from(blobPlacements)
+      .innerJoin(blobs, eq(blobs.id, blobPlacements.blobId))
+      .where(and(eq(blobs.digest, digest), sql`${blobPlacements.locationId} = (select id from storage_locations where name = 'us-east')`));
+    if (!placement) return null;
+    const key = placementKey('', digest, placement.objectKey);
     if (!(await usEast.stat(key))) return null;
     const r = await usEast.read(key);
     const chunks: Buffer[] = [];
@@ -107,6 +115,7 @@ describe('blob uploads and downloads', () => {
       expect(((await put.json()) as { errors: { code: string }[] }).errors[0]!.code).toBe('DIGEST_INVALID');
       expect(await usEast.stat(blobKey('', claimed))).toBeNull();
       expect(await usEast.list(`_uploads/${id}/`)).toEqual([]);
+      expect(await usEast.stat(`_blobs/${id}`)).toBeNull();
       expect(await database.db.select().from(uploadSessions).where(eq(uploadSessions.id, id))).toEqual([]);
     }
   });

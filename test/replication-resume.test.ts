@@ -8,9 +8,11 @@ import { DEV_BUCKET } from '../devstack/stack.ts';
 import { PROJECT_ROOT } from '../devstack/tools.ts';
 import { blobKey } from '../storage/paths.ts';
 import { S3Driver } from '../storage/s3.ts';
-import type { CopyCheckpoint } from '../activities/replication.ts';
+import type { CopyCheckpoint } from '../replication/copy.ts';
 import type { RunningWorkers } from '../workers/main.ts';
-import type { ReplicateBlobResult } from '../workflows/replication.ts';
+import { replicateBlobWorkflow } from '../contract/replication.ts';
+import { workflowHandle } from '../platform/workflows.ts';
+import { WORKFLOW_IDS } from '../temporal.config.ts';
 import { createTestUser, stackInfo, startTestApi, startTestWorkers, testEnv, testTemporal } from './support/harness.ts';
 import { OciClient } from './support/oci-client.ts';
 
@@ -78,7 +80,7 @@ describe('resumable copies', () => {
     expect(put.status).toBe(201);
 
     child = copyWorker();
-    const handle = temporal.workflow.getHandle(`replicate/${digest}`);
+    const handle = workflowHandle(temporal, replicateBlobWorkflow, WORKFLOW_IDS.replicateBlob(digest));
     const checkpoint = async (): Promise<CopyCheckpoint | undefined> => {
       const d = await handle.describe().catch(() => undefined);
       // The copy into eu-west (the one whose worker we kill), not the one into ap-south.
@@ -98,7 +100,7 @@ describe('resumable copies', () => {
     expect(killedAt).toBeLessThan(GiB);
 
     child = copyWorker();
-    const result = (await handle.result()) as ReplicateBlobResult;
+    const result = await handle.result();
     expect(result.state).toBe('complete');
     const euCopy = result.copies.find((c) => c.target === 'eu-west')!;
     expect(euCopy.resumedFrom).toBeGreaterThanOrEqual(killedAt);

@@ -11,7 +11,9 @@ import { blobKey } from '../storage/paths.ts';
 import { SEARCH_ATTRIBUTES } from '../temporal.config.ts';
 import { S3Driver } from '../storage/s3.ts';
 import type { RunningWorkers } from '../workers/main.ts';
-import type { ReplicateBlobResult } from '../workflows/replication.ts';
+import { type ReplicateBlobResult, replicateBlobWorkflow } from '../contract/replication.ts';
+import { workflowHandle } from '../platform/workflows.ts';
+import { WORKFLOW_IDS } from '../temporal.config.ts';
 import { createTestUser, stackControl, stackInfo, startTestApi, startTestWorkers, testDatabase, testTemporal } from './support/harness.ts';
 import { OciClient, sha256 } from './support/oci-client.ts';
 
@@ -67,7 +69,7 @@ describe('geo-replication', () => {
   }
 
   async function replication(digest: string): Promise<ReplicateBlobResult> {
-    const handle = temporal.workflow.getHandle(`replicate/${digest}`);
+    const handle = workflowHandle(temporal, replicateBlobWorkflow, WORKFLOW_IDS.replicateBlob(digest));
     // The relay delivers within a moment of the push.
     await expect.poll(() => handle.describe().then(() => true, () => false), { timeout: 30_000 }).toBe(true);
     return handle.result();
@@ -112,7 +114,7 @@ describe('geo-replication', () => {
       }, { timeout: 10_000 })
       .toBe(1);
     expect(found).toEqual([`replicate/${digest}`]);
-    const desc = await temporal.workflow.getHandle(`replicate/${digest}`).describe();
+    const desc = await workflowHandle(temporal, replicateBlobWorkflow, WORKFLOW_IDS.replicateBlob(digest)).describe();
     expect(desc.typedSearchAttributes.get(SEARCH_ATTRIBUTES.state)).toBe('complete');
     expect(desc.typedSearchAttributes.get(SEARCH_ATTRIBUTES.completedLocations)?.sort()).toEqual(['ap-south', 'eu-west', 'us-east']);
     expect(desc.typedSearchAttributes.get(SEARCH_ATTRIBUTES.repository)).toBe(repo);

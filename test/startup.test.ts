@@ -9,7 +9,7 @@ import { ensureTestLocations, testEnv } from './support/harness.ts';
 
 function runApi(env: Record<string, string | undefined>): Promise<{ code: number | null; stderr: string }> {
   return new Promise((resolve) => {
-    const child = spawn(path.join(PROJECT_ROOT, 'node_modules/.bin/tsx'), ['api/server.ts'], {
+    const child = spawn(path.join(PROJECT_ROOT, 'node_modules/.bin/tsx'), ['api/main.ts'], {
       cwd: PROJECT_ROOT,
       env: { ...process.env, ...testEnv(), ...env },
     });

@@ -3,7 +3,7 @@
 import { createHash, randomBytes, randomUUID } from 'node:crypto';
 import { afterAll, describe, expect, it } from 'vitest';
 import { type StorageDriver, ObjectExistsError, ObjectNotFoundError, MIN_PART_SIZE } from '../storage/driver.ts';
-import { S3Driver } from '../storage/s3.ts';
+import { payloadSigningNeeded, S3Driver } from '../storage/s3.ts';
 import { stackInfo } from './support/harness.ts';
 import { DEV_BUCKET } from '../devstack/stack.ts';
 
@@ -24,7 +24,27 @@ const backends: { name: string; create: () => StorageDriver }[] = [
       return new S3Driver({ name: r.name, endpoint: `http://127.0.0.1:${r.port}`, region: 'us-east-1', bucket: DEV_BUCKET, ...s.s3Credentials, copyPartSize: MIN_PART_SIZE });
     },
   },
+  {
+    // As the driver talks to a plain-HTTP endpoint on another machine: bodies' hashes signed.
+    name: 'S3 (Versity Gateway), payload signed',
+    create: () => {
+      const s = stackInfo();
+      const r = s.regions[0]!;
+      return new S3Driver({ name: r.name, endpoint: `http://127.0.0.1:${r.port}`, region: 'us-east-1', bucket: DEV_BUCKET, ...s.s3Credentials, copyPartSize: MIN_PART_SIZE, signPayload: true });
+    },
+  },
 ];
+
+describe('payload signing', () => {
+  it('is left to TLS or the loopback interface, and kept for plain HTTP to another host', () => {
+    expect(payloadSigningNeeded('https://s3.eu-west-1.amazonaws.com')).toBe(false);
+    expect(payloadSigningNeeded('http://127.0.0.1:9000')).toBe(false);
+    expect(payloadSigningNeeded('http://[::1]:9000')).toBe(false);
+    expect(payloadSigningNeeded('http://localhost:9000')).toBe(false);
+    expect(payloadSigningNeeded('http://10.0.0.7:9000')).toBe(true);
+    expect(payloadSigningNeeded('http://minio.internal:9000')).toBe(true);
+  });
+});
 
 describe.each(backends)('storage driver conformance: $name', ({ create }) => {
   const d = create();

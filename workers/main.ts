@@ -8,9 +8,9 @@ import { runMain } from '../platform/main.ts';
 import { startHealthProber } from '../platform/health-prober.ts';
 import { OutboxRelay } from '../platform/outbox.ts';
 import { createServices, type Services } from '../platform/services.ts';
-import { copyTaskQueue, TASK_QUEUES, temporalConnection } from '../temporal.config.ts';
-import { WORKFLOWS_PATH } from './bundle.ts';
-import { ensureMaintenanceSchedules } from './schedules.ts';
+import { temporalConnectOptions } from '../platform/temporal.ts';
+import { copyTaskQueue, TASK_QUEUES } from '../temporal.config.ts';
+import { workflowSource } from './bundle.ts';
 
 export interface WorkerOptions {
   /** Run the control worker (workflows, database activities, outbox relay). */
@@ -30,8 +30,10 @@ export interface RunningWorkers {
 }
 
 let runtimeInstalled = false;
-/** The SDK logs every worker state change at INFO; we keep its warnings and errors. */
-export function installRuntime(level: string): void {
+/** The SDK logs every worker state change at INFO; we keep its warnings and errors. With a
+ * metrics address, the SDK's own metrics (schedule-to-start latency per task queue, slots,
+ * poll failures) are served there for Prometheus. One runtime per process: the first call wins. */
+export function installRuntime(level: string, metricsAddress?: string): void {
   if (runtimeInstalled) return;
   runtimeInstalled = true;
   const debug = level === 'debug' || level === 'trace';
@@ -42,7 +44,10 @@ export function installRuntime(level: string): void {
       logger: new DefaultLogger(debug ? 'DEBUG' : level === 'info' ? 'WARN' : 'ERROR'),
       // The core warns on every retried poll while Temporal is unreachable; at LOG_LEVEL=warn
       // and above we keep only its errors.
-      telemetryOptions: { logging: { filter: makeTelemetryFilterString({ core: debug ? 'INFO' : level === 'info' ? 'WARN' : 'ERROR' }) } },
+      telemetryOptions: {
+        logging: { filter: makeTelemetryFilterString({ core: debug ? 'INFO' : level === 'info' ? 'WARN' : 'ERROR' }) },
+        ...(metricsAddress ? { metrics: { prometheus: { bindAddress: metricsAddress, useSecondsForDurations: true } } } : {}),
+      },
     });
   } catch {
     // Already installed in this process; keep it.
@@ -50,16 +55,16 @@ export function installRuntime(level: string): void {
 }
 
 export async function startWorkers(config: Config, opts: WorkerOptions, services?: Services): Promise<RunningWorkers> {
-  installRuntime(config.logLevel);
+  installRuntime(config.logLevel, config.workerMetricsAddress);
   const s = services ?? createServices(config, 'worker');
   await s.locations.refresh();
-  const { address, namespace } = temporalConnection(config);
-  const connection = await NativeConnection.connect({ address });
+  const namespace = config.temporal.namespace;
+  const connection = await NativeConnection.connect(temporalConnectOptions(config.temporal));
   const activities = createActivities(s);
   const workers: Worker[] = [];
-  const workflowSource = opts.workflowBundle ? { workflowBundle: opts.workflowBundle } : { workflowsPath: WORKFLOWS_PATH };
   if (opts.control) {
-    workers.push(await Worker.create({ connection, namespace, taskQueue: TASK_QUEUES.control, activities, ...workflowSource }));
+    const workflows = workflowSource(opts.workflowBundle, config.workflowBundlePath);
+    workers.push(await Worker.create({ connection, namespace, taskQueue: TASK_QUEUES.control, activities, ...workflows }));
   }
   if (opts.mirror) {
     workers.push(
@@ -91,12 +96,6 @@ export async function startWorkers(config: Config, opts: WorkerOptions, services
   const relay = opts.control ? new OutboxRelay(s.db, s.sql, s.temporal.client, s.logger) : undefined;
   await relay?.start();
   const prober = opts.control ? startHealthProber(s) : undefined;
-  if (opts.control) {
-    // Not fatal: Temporal may be down right now; the next start creates it.
-    await ensureMaintenanceSchedules(s.temporal.client).catch((e: unknown) =>
-      s.logger.warn({ err: (e as Error).message }, 'could not create the maintenance schedules'),
-    );
-  }
   const runs = workers.map((w) =>
     w.run().catch((e: unknown) => {
       s.logger.error({ err: e, taskQueue: w.options.taskQueue }, 'worker stopped with an error');

@@ -1,17 +1,79 @@
-// Schedules the control worker makes sure exist when it starts (idempotent).
-import { type Client, ScheduleAlreadyRunning, ScheduleOverlapPolicy } from '@temporalio/client';
-import { TASK_QUEUES, WORKFLOW_IDS } from '../temporal.config.ts';
+// The Temporal Schedules Meridian owns outright (maintenance), declared once here and brought in
+// line by `meridian temporal setup` on every deploy: created when missing, updated when the code
+// changed them (an interval, a timeout, the task queue), deleted when a release no longer has
+// them. Mirror schedules are per repository and follow their database rows (mirror/schedule.ts);
+// setup reconciles those too.
+import { type Client, ScheduleAlreadyRunning, ScheduleNotFoundError, ScheduleOverlapPolicy, type ScheduleOptions } from '@temporalio/client';
+import { expireUploadsWorkflow } from '../contract/maintenance.ts';
+import { scheduledStart } from '../platform/workflows.ts';
+import { WORKFLOW_IDS } from '../temporal.config.ts';
 
-export async function ensureMaintenanceSchedules(client: Client): Promise<void> {
+/** Every maintenance schedule id starts with this; setup deletes the ones no longer declared. */
+export const MAINTENANCE_PREFIX = 'maintenance/';
+
+export type OwnedSchedule = Omit<ScheduleOptions, 'scheduleId' | 'state'> & {
+  scheduleId: string;
+  /** Shown in the Temporal UI as the schedule's note. */
+  note: string;
+};
+
+export const MAINTENANCE_SCHEDULES: OwnedSchedule[] = [
+  {
+    scheduleId: WORKFLOW_IDS.expireUploadsSchedule,
+    spec: { intervals: [{ every: '1 hour' }] },
+    action: scheduledStart(expireUploadsWorkflow, { args: [{}] }),
+    policies: { overlap: ScheduleOverlapPolicy.SKIP, catchupWindow: '1 hour' },
+    note: 'Ends upload sessions abandoned for 24 hours and deletes their partial objects.',
+  },
+];
+
+export type ScheduleOutcome = 'created' | 'updated' | 'deleted';
+
+/** Creates the schedule, or replaces its spec, action and policies with these. A pause set by an
+ * operator (in the UI or with `temporal schedule toggle`) is kept. */
+export async function upsertSchedule(client: Client, s: OwnedSchedule): Promise<ScheduleOutcome> {
+  const { scheduleId, note, ...rest } = s;
+  const handle = client.schedule.getHandle(scheduleId);
+  const update = () =>
+    handle.update((prev) => ({
+      spec: rest.spec,
+      action: rest.action,
+      policies: rest.policies,
+      state: { paused: prev.state.paused, note: prev.state.paused ? prev.state.note : note },
+    }));
   try {
-    await client.schedule.create({
-      scheduleId: WORKFLOW_IDS.expireUploadsSchedule,
-      spec: { intervals: [{ every: '1 hour' }] },
-      action: { type: 'startWorkflow', workflowType: 'expireUploads', taskQueue: TASK_QUEUES.control, args: [{}] },
-      policies: { overlap: ScheduleOverlapPolicy.SKIP },
-      state: { note: 'Ends upload sessions abandoned for 24 hours and deletes their partial objects.' },
-    });
+    await update();
+    return 'updated';
   } catch (e) {
-    if (!(e instanceof ScheduleAlreadyRunning)) throw e;
+    if (!(e instanceof ScheduleNotFoundError)) throw e;
   }
+  try {
+    await client.schedule.create({ scheduleId, ...rest, state: { note } });
+    return 'created';
+  } catch (e) {
+    // Created meanwhile by another setup run: update it like the first branch would have.
+    if (!(e instanceof ScheduleAlreadyRunning)) throw e;
+    await update();
+    return 'updated';
+  }
+}
+
+/** Upserts every declared maintenance schedule and deletes undeclared `maintenance/…` ones. */
+export async function reconcileMaintenanceSchedules(
+  client: Client,
+  declared: OwnedSchedule[] = MAINTENANCE_SCHEDULES,
+): Promise<{ scheduleId: string; outcome: ScheduleOutcome }[]> {
+  const results: { scheduleId: string; outcome: ScheduleOutcome }[] = [];
+  for (const s of declared) results.push({ scheduleId: s.scheduleId, outcome: await upsertSchedule(client, s) });
+  const wanted = new Set(declared.map((s) => s.scheduleId));
+  for await (const listed of client.schedule.list()) {
+    if (!listed.scheduleId.startsWith(MAINTENANCE_PREFIX) || wanted.has(listed.scheduleId)) continue;
+    try {
+      await client.schedule.getHandle(listed.scheduleId).delete();
+      results.push({ scheduleId: listed.scheduleId, outcome: 'deleted' });
+    } catch (e) {
+      if (!(e instanceof ScheduleNotFoundError)) throw e;
+    }
+  }
+  return results;
 }

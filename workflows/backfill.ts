@@ -5,38 +5,14 @@
 import {
   condition,
   continueAsNew,
-  defineQuery,
   setCurrentDetails,
   setHandler,
   upsertSearchAttributes,
   workflowInfo,
 } from '@temporalio/workflow';
+import { type BackfillInput, type BackfillProgress, backfillProgressQuery } from '../contract/replication.ts';
 import { SEARCH_ATTRIBUTES } from '../temporal.config.ts';
 import { control, copyActivity, failureReason } from './replication.ts';
-
-export interface BackfillProgress {
-  scanned: number;
-  queued: number;
-  copied: number;
-  failed: number;
-  bytes: number;
-  /** Last blob id scanned. */
-  cursor: number;
-  done: boolean;
-  failures: { digest: string; target: string; reason: string }[];
-}
-
-export interface BackfillInput {
-  /** Only copy to this location; all locations when absent. */
-  location?: string;
-  /** Copies in flight at once. */
-  window?: number;
-  pageSize?: number;
-  /** Carried across continue-as-new. */
-  progress?: BackfillProgress;
-}
-
-export const backfillProgressQuery = defineQuery<BackfillProgress>('progress');
 
 const MAX_REPORTED_FAILURES = 50;
 

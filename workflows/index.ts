@@ -5,3 +5,9 @@ export * from './backfill.ts';
 export * from './remove-location.ts';
 export * from './maintenance.ts';
 export * from './mirror.ts';
+
+// Compiles only while every workflow type of the contract is exported here, under its name and
+// with its declared signature.
+import type { ImplementsContract } from '../contract/index.ts';
+import type * as self from './index.ts';
+export type Implemented = ImplementsContract<typeof self>;

@@ -3,12 +3,13 @@
 // storage forever.
 import { proxyActivities } from '@temporalio/workflow';
 import type * as activities from '../activities/maintenance.ts';
+import type { ExpireUploadsInput } from '../contract/maintenance.ts';
 
 type Activities = ReturnType<typeof activities.createMaintenanceActivities>;
 
 const { expireUploadSessions } = proxyActivities<Activities>({ startToCloseTimeout: '10 minutes', retry: { maximumAttempts: 5 } });
 
-export async function expireUploads(input: { olderThanHours?: number } = {}): Promise<number> {
+export async function expireUploads(input: ExpireUploadsInput = {}): Promise<number> {
   let total = 0;
   for (;;) {
     const n = await expireUploadSessions({ olderThanHours: input.olderThanHours ?? 24, limit: 500 });

@@ -30,20 +30,27 @@ import {
   workflowInfo,
 } from '@temporalio/workflow';
 import type * as activities from '../activities/mirror.ts';
+import {
+  MIRROR_FAILURES,
+  MIRROR_TAG_NON_RETRYABLE,
+  type MirrorEvent,
+  type MirrorNotificationInput,
+  type MirrorSyncInput,
+  type MirrorSyncResult,
+  type MirrorSyncResume,
+  type ReconcileMirrorInput,
+  WORKFLOWS,
+} from '../contract/index.ts';
 import { SEARCH_ATTRIBUTES, TASK_QUEUES } from '../temporal.config.ts';
 
 type Activities = ReturnType<typeof activities.createMirrorActivities>;
 type TagResult = Awaited<ReturnType<Activities['mirrorTag']>>;
-type RunSummary = NonNullable<Awaited<ReturnType<Activities['finishMirrorRun']>>>;
-type MirrorEvent = 'repo_mirror_sync_started' | 'repo_mirror_sync_success' | 'repo_mirror_sync_failed';
 
 /** Bookkeeping in the database: retried for as long as it takes (PostgreSQL may be restarting). */
 const control = proxyActivities<Activities>({
   startToCloseTimeout: '1 minute',
   retry: { initialInterval: '1 second', backoffCoefficient: 2, maximumInterval: '30 seconds' },
 });
-
-const NON_RETRYABLE = ['UpstreamAuthFailed', 'UpstreamRefused', 'UpstreamProtocolError', 'UpstreamNotFound', 'MirrorRunGone'];
 
 function upstreamActivities(attempts: number) {
   return proxyActivities<Activities>({
@@ -55,38 +62,14 @@ function upstreamActivities(attempts: number) {
     // A cancelled sync waits for its copies to stop before it rolls back, so no copy can move a
     // tag after the rollback.
     cancellationType: ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
-    retry: { initialInterval: '1 second', backoffCoefficient: 2, maximumInterval: '30 seconds', maximumAttempts: attempts, nonRetryableErrorTypes: NON_RETRYABLE },
+    retry: { initialInterval: '1 second', backoffCoefficient: 2, maximumInterval: '30 seconds', maximumAttempts: attempts, nonRetryableErrorTypes: MIRROR_TAG_NON_RETRYABLE },
   });
 }
 
 const notify = proxyActivities<Activities>({
   startToCloseTimeout: '30 seconds',
-  retry: { initialInterval: '2 seconds', backoffCoefficient: 2, maximumInterval: '5 minutes', maximumAttempts: 10, nonRetryableErrorTypes: ['WebhookRefused'] },
+  retry: { initialInterval: '2 seconds', backoffCoefficient: 2, maximumInterval: '5 minutes', maximumAttempts: 10, nonRetryableErrorTypes: [MIRROR_FAILURES.webhookRefused] },
 });
-
-export interface MirrorSyncInput {
-  repository: string;
-  /** Set when a long run continues as new. */
-  resume?: MirrorSyncResume;
-}
-
-interface MirrorSyncResume {
-  runRowId: number;
-  upstream: string;
-  externalReference: string;
-  rollbackOnFailure: boolean;
-  /** tagsPerRun: tags handled by one workflow run before it continues as new (keeps the history small). */
-  settings: { tagParallelism: number; tagAttempts: number; tagsPerRun: number };
-  next: number;
-  total: number;
-  done: number;
-  failed: number;
-  firstError: string | null;
-}
-
-export type MirrorSyncResult =
-  | { status: 'SKIPPED'; reason: string }
-  | { status: 'SUCCESS' | 'FAIL' | 'CANCEL'; reason: string | null; summary: RunSummary | undefined };
 
 function reasonOf(e: unknown): string {
   if (e instanceof ActivityFailure && e.cause instanceof ApplicationFailure) return e.cause.message ?? String(e.cause);
@@ -94,7 +77,7 @@ function reasonOf(e: unknown): string {
   return e instanceof Error ? e.message : String(e);
 }
 
-export async function deliverMirrorNotification(input: { subscriptionId: string; event: MirrorEvent; deliveryId: string; payload: unknown }): Promise<string> {
+export async function deliverMirrorNotification(input: MirrorNotificationInput): Promise<string> {
   return notify.deliverMirrorWebhook(input);
 }
 
@@ -106,7 +89,7 @@ async function announce(repository: string, event: MirrorEvent, payload: Record<
       const deliveryId = uuid4();
       await startChild(deliverMirrorNotification, {
         workflowId: `mirror-notify/${deliveryId}`,
-        taskQueue: TASK_QUEUES.control,
+        taskQueue: WORKFLOWS.deliverMirrorNotification.taskQueue,
         args: [{ subscriptionId, event, deliveryId, payload: { event, delivery_id: deliveryId, ...payload } }],
         parentClosePolicy: ParentClosePolicy.ABANDON,
       });
@@ -128,7 +111,7 @@ function eventPayload(repository: string, externalReference: string, extra: Reco
   };
 }
 
-export async function reconcileMirror(input: { repository: string }): Promise<unknown> {
+export async function reconcileMirror(input: ReconcileMirrorInput): Promise<unknown> {
   return control.reconcileMirrorState(input);
 }
 
@@ -195,7 +178,7 @@ export async function mirrorSync(input: MirrorSyncInput): Promise<MirrorSyncResu
         tags = (await upstream.planMirrorRun({ runRowId: state.runRowId })).tags;
       } catch (e) {
         if (isCancellation(e)) throw e;
-        throw ApplicationFailure.nonRetryable(`could not list the upstream's tags: ${reasonOf(e)}`, 'PlanFailed');
+        throw ApplicationFailure.nonRetryable(`could not list the upstream's tags: ${reasonOf(e)}`, MIRROR_FAILURES.planFailed);
       }
       state.total = tags.length;
     } else {

@@ -7,33 +7,15 @@ import {
   ApplicationFailure,
   condition,
   continueAsNew,
-  defineQuery,
   setCurrentDetails,
   setHandler,
   upsertSearchAttributes,
   workflowInfo,
 } from '@temporalio/workflow';
+import { REPLICATION_FAILURES, type RemoveLocationInput, type RemoveLocationProgress, removeLocationProgressQuery } from '../contract/replication.ts';
 import { SEARCH_ATTRIBUTES } from '../temporal.config.ts';
 import { control, copyActivity, failureReason } from './replication.ts';
 
-export interface RemoveLocationProgress {
-  phase: 'protecting' | 'deleting' | 'done' | 'refused';
-  previousState?: 'active' | 'draining';
-  scanned: number;
-  copied: number;
-  placementsDeleted: number;
-  atRisk: { digest: string; reason: string }[];
-  cursor: number;
-}
-
-export interface RemoveLocationInput {
-  name: string;
-  /** Also delete the objects from the location's bucket. */
-  purge?: boolean;
-  progress?: RemoveLocationProgress;
-}
-
-export const removeLocationProgressQuery = defineQuery<RemoveLocationProgress>('progress');
 
 const WINDOW = 8;
 const PAGE = 200;
@@ -87,7 +69,7 @@ export async function removeLocation(input: RemoveLocationInput): Promise<Remove
         show();
         throw ApplicationFailure.nonRetryable(
           `refusing to remove ${input.name}: ${p.atRisk.length} blobs exist nowhere else and could not be copied`,
-          'BlobsAtRisk',
+          REPLICATION_FAILURES.blobsAtRisk,
           p.atRisk,
         );
       }

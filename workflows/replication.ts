@@ -10,22 +10,10 @@ import {
   upsertSearchAttributes,
 } from '@temporalio/workflow';
 import type * as activities from '../activities/replication.ts';
+import { type CopyResult, REPLICATION_NON_RETRYABLE, type ReplicateBlobInput, type ReplicateBlobResult } from '../contract/replication.ts';
 import { copyTaskQueue, SEARCH_ATTRIBUTES } from '../temporal.config.ts';
 
 type Activities = ReturnType<typeof activities.createReplicationActivities>;
-
-export interface ReplicateBlobInput {
-  digest: string;
-  repository?: string;
-}
-
-export interface ReplicateBlobResult {
-  digest: string;
-  state: 'complete' | 'incomplete' | 'gone';
-  copies: activities.CopyResult[];
-  failed: { target: string; reason: string }[];
-  lagSeconds: number | null;
-}
 
 /** The replication activities that only touch the database (planning, scans, bookkeeping). */
 export const control = proxyActivities<Activities>({
@@ -45,7 +33,7 @@ export function copyActivity(target: string, size: number) {
       initialInterval: '1 second',
       backoffCoefficient: 2,
       maximumInterval: '1 minute',
-      nonRetryableErrorTypes: ['NoGoodSource', 'LocationGone', 'BlobGone'],
+      nonRetryableErrorTypes: REPLICATION_NON_RETRYABLE,
     },
   }).copyBlobToLocation;
 }
@@ -102,7 +90,7 @@ export async function replicateBlob(input: ReplicateBlobInput): Promise<Replicat
   return {
     digest: input.digest,
     state,
-    copies: copies.filter((c): c is activities.CopyResult => c !== undefined),
+    copies: copies.filter((c): c is CopyResult => c !== undefined),
     failed,
     lagSeconds: finish.lagSeconds,
   };

@@ -18,8 +18,10 @@ import { isNamespaceAdmin } from '../../auth/permissions.ts';
 import type { Principal } from '../../auth/principal.ts';
 import { mirrorConfigs, robots, tokens } from '../../db/schema.ts';
 import type { Services } from '../../platform/services.ts';
-import { ApiError, caller, jsonObject, quayDuplicate, requireNamespaceAdmin, requireSuperuser, str } from './common.ts';
-import { routes } from './routing.ts';
+import { z } from 'zod';
+import { route, type Route } from '../router.ts';
+import { line, segment, text } from '../schemas.ts';
+import { ApiError, caller, quayDuplicate, requireNamespaceAdmin, requireSuperuser } from './common.ts';
 
 function robotView(namespace: string, r: RobotRow, token?: string) {
   return {
@@ -42,15 +44,19 @@ function ownNamespace(p: Principal): string {
   return p.username;
 }
 
-export function accountRoutes(s: Services) {
-  const createRobotIn = async (ctx: Context, namespace: string, short: string) => {
-    const body = await jsonObject(ctx);
+const robotBody = z.object({ description: text('description', 1024).nullish() });
+const orgParams = z.object({ org: segment('organization') });
+const orgRobotParams = z.object({ org: segment('organization'), short: segment('robot name') });
+const ownRobotParams = z.object({ short: segment('robot name') });
+
+export function accountRoutes(s: Services): Route[] {
+  const createRobotIn = async (ctx: Context, namespace: string, short: string, description: string | null | undefined) => {
     const ns = await namespaceByName(s.db, namespace);
     if (!ns) throw new ApiError(404, 'not_found', `namespace ${namespace} not found`);
     // Quay: an existing robot is a 400 "Existing robot with name: <ns>+<short>" (its token is
     // not returned again: only its hash is stored).
     const created = await quayDuplicate(`Existing robot with name: ${robotName(namespace, short)}`, () =>
-      s.db.transaction((tx) => createRobot(tx, { namespace: ns, shortName: short, description: str(body, 'description', { optional: true }) })),
+      s.db.transaction((tx) => createRobot(tx, { namespace: ns, shortName: short, description: description ?? undefined })),
     );
     ctx.status = 201;
     ctx.body = robotView(namespace, created.robot, created.token);
@@ -62,117 +68,127 @@ export function accountRoutes(s: Services) {
     await s.db.delete(robots).where(eq(robots.id, r.id));
     ctx.status = 204;
   };
+  const orgAdmin = (ctx: Context, { params }: { params: { org: string } }) => requireNamespaceAdmin(s, ctx, params.org);
+  const ownNamespaceOf = async (ctx: Context) => ownNamespace(await caller(s, ctx));
 
-  return routes(s, [
-    {
+  return [
+    route({
       method: 'POST',
-      pattern: /^\/api\/v1\/organization\/?$/,
-      run: async (ctx) => {
-        const p = await caller(s, ctx);
+      path: '/api/v1/organization',
+      access: (ctx) => caller(s, ctx),
+      body: z.object({ name: segment('name'), email: line('email').nullish() }),
+      handler: async (ctx, { access: p, body }) => {
         if (p.kind !== 'user') throw new ApiError(403, 'insufficient_scope', 'robots cannot create organizations');
-        const body = await jsonObject(ctx);
-        const name = str(body, 'name')!;
-        const org = await quayDuplicate(NAME_TAKEN, () => s.db.transaction((tx) => createOrganization(tx, { name, creatorUserId: p.userId })));
+        const org = await quayDuplicate(NAME_TAKEN, () => s.db.transaction((tx) => createOrganization(tx, { name: body.name, creatorUserId: p.userId })));
         ctx.status = 201;
         ctx.body = { name: org.name };
       },
-    },
-    {
+    }),
+    route({
       method: 'GET',
-      pattern: /^\/api\/v1\/organization\/([^/]+)\/?$/,
-      run: async (ctx, [org]) => {
-        const p = await caller(s, ctx);
-        const ns = await namespaceByName(s.db, org!);
+      path: '/api/v1/organization/:org',
+      params: orgParams,
+      access: (ctx) => caller(s, ctx),
+      handler: async (ctx, { params: { org }, access: p }) => {
+        const ns = await namespaceByName(s.db, org);
         if (!ns || ns.kind !== 'organization') throw new ApiError(404, 'not_found', `organization ${org} not found`);
         ctx.body = { name: ns.name, is_admin: await isNamespaceAdmin(s.db, p, ns.name), replication_locations: ns.replicationLocations };
       },
-    },
-    {
+    }),
+    route({
       method: 'GET',
-      pattern: /^\/api\/v1\/organization\/([^/]+)\/robots\/?$/,
-      run: async (ctx, [org]) => {
-        await requireNamespaceAdmin(s, ctx, org!);
-        const ns = (await namespaceByName(s.db, org!))!;
+      path: '/api/v1/organization/:org/robots',
+      params: orgParams,
+      access: orgAdmin,
+      handler: async (ctx, { params: { org } }) => {
+        const ns = (await namespaceByName(s.db, org))!;
         const rows = await s.db.select().from(robots).where(eq(robots.namespaceId, ns.id)).orderBy(asc(robots.shortName));
-        ctx.body = { robots: rows.map((r) => robotView(org!, r)) };
+        ctx.body = { robots: rows.map((r) => robotView(org, r)) };
       },
-    },
-    {
+    }),
+    route({
       method: 'PUT',
-      pattern: /^\/api\/v1\/organization\/([^/]+)\/robots\/([^/]+)\/?$/,
-      run: async (ctx, [org, short]) => {
-        await requireNamespaceAdmin(s, ctx, org!);
-        await createRobotIn(ctx, org!, short!);
-      },
-    },
-    {
+      path: '/api/v1/organization/:org/robots/:short',
+      params: orgRobotParams,
+      access: orgAdmin,
+      body: robotBody,
+      handler: (ctx, { params: { org, short }, body }) => createRobotIn(ctx, org, short, body.description),
+    }),
+    route({
       method: 'GET',
-      pattern: /^\/api\/v1\/organization\/([^/]+)\/robots\/([^/]+)\/?$/,
-      run: async (ctx, [org, short]) => {
-        await requireNamespaceAdmin(s, ctx, org!);
-        ctx.body = robotView(org!, await robotIn(s, org!, short!));
+      path: '/api/v1/organization/:org/robots/:short',
+      params: orgRobotParams,
+      access: orgAdmin,
+      handler: async (ctx, { params: { org, short } }) => {
+        ctx.body = robotView(org, await robotIn(s, org, short));
       },
-    },
-    {
+    }),
+    route({
       method: 'DELETE',
-      pattern: /^\/api\/v1\/organization\/([^/]+)\/robots\/([^/]+)\/?$/,
-      run: async (ctx, [org, short]) => {
-        await requireNamespaceAdmin(s, ctx, org!);
-        await deleteRobotIn(ctx, org!, short!);
-      },
-    },
-    {
+      path: '/api/v1/organization/:org/robots/:short',
+      params: orgRobotParams,
+      access: orgAdmin,
+      handler: (ctx, { params: { org, short } }) => deleteRobotIn(ctx, org, short),
+    }),
+    route({
       method: 'POST',
-      pattern: /^\/api\/v1\/organization\/([^/]+)\/robots\/([^/]+)\/regenerate\/?$/,
-      run: async (ctx, [org, short]) => {
-        await requireNamespaceAdmin(s, ctx, org!);
-        const r = await robotIn(s, org!, short!);
-        ctx.body = robotView(org!, r, await s.db.transaction((tx) => regenerateRobotToken(tx, r.id)));
+      path: '/api/v1/organization/:org/robots/:short/regenerate',
+      params: orgRobotParams,
+      access: orgAdmin,
+      handler: async (ctx, { params: { org, short } }) => {
+        const r = await robotIn(s, org, short);
+        ctx.body = robotView(org, r, await s.db.transaction((tx) => regenerateRobotToken(tx, r.id)));
       },
-    },
-    {
+    }),
+    route({
       method: 'PUT',
-      pattern: /^\/api\/v1\/user\/robots\/([^/]+)\/?$/,
-      run: async (ctx, [short]) => createRobotIn(ctx, ownNamespace(await caller(s, ctx)), short!),
-    },
-    {
+      path: '/api/v1/user/robots/:short',
+      params: ownRobotParams,
+      access: ownNamespaceOf,
+      body: robotBody,
+      handler: (ctx, { params: { short }, access: ns, body }) => createRobotIn(ctx, ns, short, body.description),
+    }),
+    route({
       method: 'GET',
-      pattern: /^\/api\/v1\/user\/robots\/([^/]+)\/?$/,
-      run: async (ctx, [short]) => {
-        const ns = ownNamespace(await caller(s, ctx));
-        ctx.body = robotView(ns, await robotIn(s, ns, short!));
+      path: '/api/v1/user/robots/:short',
+      params: ownRobotParams,
+      access: ownNamespaceOf,
+      handler: async (ctx, { params: { short }, access: ns }) => {
+        ctx.body = robotView(ns, await robotIn(s, ns, short));
       },
-    },
-    {
+    }),
+    route({
       method: 'POST',
-      pattern: /^\/api\/v1\/user\/robots\/([^/]+)\/regenerate\/?$/,
-      run: async (ctx, [short]) => {
-        const ns = ownNamespace(await caller(s, ctx));
-        const r = await robotIn(s, ns, short!);
+      path: '/api/v1/user/robots/:short/regenerate',
+      params: ownRobotParams,
+      access: ownNamespaceOf,
+      handler: async (ctx, { params: { short }, access: ns }) => {
+        const r = await robotIn(s, ns, short);
         ctx.body = robotView(ns, r, await s.db.transaction((tx) => regenerateRobotToken(tx, r.id)));
       },
-    },
-    {
+    }),
+    route({
       method: 'DELETE',
-      pattern: /^\/api\/v1\/user\/robots\/([^/]+)\/?$/,
-      run: async (ctx, [short]) => deleteRobotIn(ctx, ownNamespace(await caller(s, ctx)), short!),
-    },
-    {
+      path: '/api/v1/user/robots/:short',
+      params: ownRobotParams,
+      access: ownNamespaceOf,
+      handler: (ctx, { params: { short }, access: ns }) => deleteRobotIn(ctx, ns, short),
+    }),
+    route({
       method: 'GET',
-      pattern: /^\/api\/v1\/user\/?$/,
-      run: async (ctx) => {
-        const p = await caller(s, ctx);
+      path: '/api/v1/user',
+      access: (ctx) => caller(s, ctx),
+      handler: (ctx, { access: p }) => {
         ctx.body = p.kind === 'user' ? { username: p.username, super_user: p.superuser } : { username: p.kind === 'robot' ? p.name : '', is_robot: true };
       },
-    },
-    {
+    }),
+    route({
       method: 'POST',
-      pattern: /^\/api\/v1\/user\/apptoken\/?$/,
-      run: async (ctx) => {
-        const p = await caller(s, ctx);
+      path: '/api/v1/user/apptoken',
+      access: (ctx) => caller(s, ctx),
+      body: z.object({ title: text('title', 255).nullish() }),
+      handler: async (ctx, { access: p, body }) => {
         if (p.kind === 'anonymous') throw new ApiError(401, 'unauthorized', 'authentication required');
-        const body = await jsonObject(ctx);
-        const title = str(body, 'title', { optional: true }) ?? '';
         const token = generateToken(32);
         await s.db.insert(tokens).values({
           kind: 'api',
@@ -181,24 +197,24 @@ export function accountRoutes(s: Services) {
           robotId: p.kind === 'robot' ? p.robotId : null,
         });
         ctx.status = 201;
-        ctx.body = { token: { title, token_code: token, created: new Date().toISOString() } };
+        ctx.body = { token: { title: body.title ?? '', token_code: token, created: new Date().toISOString() } };
       },
-    },
-    {
+    }),
+    route({
       method: 'POST',
-      pattern: /^\/api\/v1\/superuser\/users\/?$/,
-      run: async (ctx) => {
-        await requireSuperuser(s, ctx);
-        const body = await jsonObject(ctx);
-        const username = str(body, 'username')!;
-        const given = str(body, 'password', { optional: true });
+      path: '/api/v1/superuser/users',
+      access: (ctx) => requireSuperuser(s, ctx),
+      body: z.object({ username: segment('username'), password: line('password', 1024).nullish(), email: line('email').nullish() }),
+      handler: async (ctx, { body }) => {
+        const { username } = body;
+        const given = body.password ?? undefined;
         const password = given ?? generateToken(18);
-        const email = str(body, 'email', { optional: true });
+        const email = body.email ?? undefined;
         await quayDuplicate(NAME_TAKEN, () => s.db.transaction((tx) => createUser(tx, { username, password, email })));
         // 200, as Quay answers. A generated password is shown this once; a given one is never echoed.
         ctx.status = 200;
         ctx.body = { username, email: email ?? null, ...(given ? {} : { password }) };
       },
-    },
-  ]);
+    }),
+  ];
 }

@@ -1,11 +1,12 @@
-// What every /api/v1 endpoint needs: Quay-style problem+json errors, bounded JSON bodies, the
-// caller's identity (Basic, or an API token as Bearer), and the common authorization checks.
+// What every /api/v1 endpoint needs: Quay-style problem+json errors, the caller's identity
+// (Basic, or an API token as Bearer), and the common authorization checks (routes' access steps).
 import type Koa from 'koa';
 import { AuthenticationError, authenticate } from '../../auth/authenticate.ts';
 import { isNamespaceAdmin, repositoryRole } from '../../auth/permissions.ts';
 import type { Principal } from '../../auth/principal.ts';
 import { DomainError, type ErrorKind, STATUS_OF_KIND } from '../../platform/errors.ts';
 import type { Services } from '../../platform/services.ts';
+import { InputError, MethodNotAllowedError, RouteNotFoundError } from '../router.ts';
 import { findRepository, type Repository } from '../../registry/repositories.ts';
 
 export type ErrorType = 'invalid_request' | 'not_found' | 'conflict' | 'unauthorized' | 'insufficient_scope' | 'unavailable' | 'internal_error';
@@ -36,33 +37,6 @@ export function problem(ctx: Koa.Context, s: Services, e: ApiError): void {
     message: e.message,
   });
   if (e.status === 401) ctx.set('WWW-Authenticate', 'Basic realm="meridian"');
-}
-
-const MAX_BODY = 64 * 1024;
-
-/** The request's JSON body; an empty body is `{}`. */
-export async function jsonBody(ctx: Koa.Context): Promise<unknown> {
-  const chunks: Buffer[] = [];
-  let size = 0;
-  for await (const c of ctx.req) {
-    size += (c as Buffer).length;
-    if (size > MAX_BODY) throw new ApiError(413, 'invalid_request', `request body larger than ${MAX_BODY} bytes`);
-    chunks.push(c as Buffer);
-  }
-  const text = Buffer.concat(chunks).toString('utf8').trim();
-  if (text === '') return {};
-  try {
-    return JSON.parse(text);
-  } catch {
-    throw new ApiError(400, 'invalid_request', 'the request body is not valid JSON');
-  }
-}
-
-/** A JSON object body (400 otherwise). */
-export async function jsonObject(ctx: Koa.Context): Promise<Record<string, unknown>> {
-  const body = await jsonBody(ctx);
-  if (typeof body !== 'object' || body === null || Array.isArray(body)) throw new ApiError(400, 'invalid_request', 'the request body must be a JSON object');
-  return body as Record<string, unknown>;
 }
 
 /** The caller, anonymous when there are no credentials; 401 for wrong ones. */
@@ -137,25 +111,24 @@ const TYPE_OF_KIND: Record<ErrorKind, ErrorType> = {
   unavailable: 'unavailable',
 };
 
-/** Runs a handler, turning ApiErrors and DomainErrors into problems; anything else is a 500. */
-export async function handle(s: Services, ctx: Koa.Context, fn: () => Promise<void>): Promise<void> {
-  try {
-    await fn();
-  } catch (e) {
-    const api = e instanceof ApiError ? e : e instanceof DomainError ? new ApiError(STATUS_OF_KIND[e.kind], TYPE_OF_KIND[e.kind], e.message) : undefined;
+/** The management API's error renderer: everything a route throws becomes a problem; anything
+ * unexpected is logged and answers 500. */
+export function v1Errors(s: Services): (ctx: Koa.Context, e: unknown) => void {
+  return (ctx, e) => {
+    const api =
+      e instanceof ApiError
+        ? e
+        : e instanceof InputError
+          ? new ApiError(e.status, 'invalid_request', e.message)
+          : e instanceof MethodNotAllowedError
+            ? new ApiError(405, 'invalid_request', e.message)
+            : e instanceof RouteNotFoundError
+              ? new ApiError(404, 'not_found', `no such endpoint: ${ctx.method} ${ctx.path.slice(0, 200)}`)
+              : e instanceof DomainError
+                ? new ApiError(STATUS_OF_KIND[e.kind], TYPE_OF_KIND[e.kind], e.message)
+                : undefined;
     if (api) return problem(ctx, s, api);
     s.logger.error({ err: e, method: ctx.method, path: ctx.path }, 'api request failed');
     problem(ctx, s, new ApiError(500, 'internal_error', 'internal error'));
-  }
-}
-
-/** Reads a string field, with a 400 naming it when it is missing or not a string. */
-export function str(body: Record<string, unknown>, field: string, opts: { optional?: boolean } = {}): string | undefined {
-  const v = body[field];
-  if (v === undefined || v === null) {
-    if (opts.optional) return undefined;
-    throw new ApiError(400, 'invalid_request', `${field} is required`);
-  }
-  if (typeof v !== 'string') throw new ApiError(400, 'invalid_request', `${field} must be a string`);
-  return v;
+  };
 }

@@ -10,10 +10,9 @@
 //   GET    /api/v1/replication/backfill[?location=]   progress
 //   GET|PUT /api/v1/namespace/<ns>/replication    {locations: [...] | null}
 //   POST   /api/v1/superuser/secrets/rotate        re-seal secrets with the current key
-import { requireNamespaceAdmin, requireSuperuser, ApiError, jsonObject, str } from './common.ts';
-import { routes } from './routing.ts';
+import { z } from 'zod';
+import { LOCATION_NAME } from '../../config.ts';
 import type { Services } from '../../platform/services.ts';
-import { parseDigest } from '../../registry/digest.ts';
 import { namespaceReplication, setNamespaceReplication } from '../../replication/namespace-policy.ts';
 import { rotateSecrets } from '../../security/rotate.ts';
 import {
@@ -25,51 +24,63 @@ import {
   replicationSummary,
   startBackfill,
   startLocationRemoval,
-  type AddLocationInput,
 } from '../../replication/operations.ts';
+import { route, type Route } from '../router.ts';
+import { bool, digest, int, line, queryBool, queryText, segment } from '../schemas.ts';
+import { requireNamespaceAdmin, requireSuperuser } from './common.ts';
 
-function bool(v: unknown, field: string): boolean | undefined {
-  if (v === undefined || v === null) return undefined;
-  if (typeof v !== 'boolean') throw new ApiError(400, 'invalid_request', `${field} must be true or false`);
-  return v;
-}
+const locationName = z.string().regex(LOCATION_NAME, { error: 'location: lowercase letters, digits and "-", up to 63 characters' });
 
-function credentialsFrom(body: Record<string, unknown>): AddLocationInput['credentials'] {
-  const c = body.credentials;
-  if (typeof c !== 'object' || c === null) throw new ApiError(400, 'invalid_request', 'credentials is required: {"ref": "env:PREFIX"} or {"access_key", "secret_key"}');
-  const o = c as Record<string, unknown>;
-  if (typeof o.ref === 'string') return { ref: o.ref };
-  if (typeof o.access_key === 'string' && typeof o.secret_key === 'string') return { accessKeyId: o.access_key, secretAccessKey: o.secret_key };
-  throw new ApiError(400, 'invalid_request', 'credentials: give "ref", or "access_key" and "secret_key"');
-}
+// Either a reference to environment variables or the keys themselves (stored sealed).
+const credentials = z.union(
+  [
+    z.object({ ref: line('credentials.ref', 255) }),
+    z.object({ access_key: line('credentials.access_key', 1024), secret_key: line('credentials.secret_key', 1024) }),
+  ],
+  { error: 'credentials is required: {"ref": "env:PREFIX"} or {"access_key", "secret_key"}' },
+);
 
-export function operationRoutes(s: Services) {
-  return routes(s, [
-    {
+const addLocationBody = z.object({
+  name: line('name', 63),
+  region: line('region', 63),
+  endpoint: line('endpoint', 2048),
+  bucket: line('bucket', 63),
+  path_prefix: line('path_prefix', 1024).nullish(),
+  s3_region: line('s3_region', 63).nullish(),
+  replicate_by_default: bool('replicate_by_default').nullish(),
+  credentials,
+});
+
+export function operationRoutes(s: Services): Route[] {
+  const superuser = (ctx: Parameters<typeof requireSuperuser>[1]) => requireSuperuser(s, ctx);
+  return [
+    route({
       method: 'GET',
-      pattern: /^\/api\/v1\/locations\/?$/,
-      run: async (ctx) => {
-        await requireSuperuser(s, ctx);
+      path: '/api/v1/locations',
+      access: superuser,
+      handler: async (ctx) => {
         ctx.body = { locations: await listLocations(s) };
       },
-    },
-    {
+    }),
+    route({
       method: 'POST',
-      pattern: /^\/api\/v1\/locations\/?$/,
-      run: async (ctx) => {
-        await requireSuperuser(s, ctx);
-        const body = await jsonObject(ctx);
+      path: '/api/v1/locations',
+      query: z.object({ backfill: queryBool('backfill').optional() }),
+      access: superuser,
+      body: addLocationBody,
+      handler: async (ctx, { query, body }) => {
+        const c = body.credentials;
         const location = await addLocation(s, {
-          name: str(body, 'name')!,
-          region: str(body, 'region')!,
-          endpoint: str(body, 'endpoint')!,
-          bucket: str(body, 'bucket')!,
-          pathPrefix: str(body, 'path_prefix', { optional: true }),
-          s3Region: str(body, 's3_region', { optional: true }),
-          replicateByDefault: bool(body.replicate_by_default, 'replicate_by_default'),
-          credentials: credentialsFrom(body),
+          name: body.name,
+          region: body.region,
+          endpoint: body.endpoint,
+          bucket: body.bucket,
+          pathPrefix: body.path_prefix ?? undefined,
+          s3Region: body.s3_region ?? undefined,
+          replicateByDefault: body.replicate_by_default ?? undefined,
+          credentials: 'ref' in c ? { ref: c.ref } : { accessKeyId: c.access_key, secretAccessKey: c.secret_key },
         });
-        const backfill = ctx.query.backfill === 'true' ? await startBackfill(s, { location: location.name }) : undefined;
+        const backfill = query.backfill ? await startBackfill(s, { location: location.name }) : undefined;
         ctx.status = 201;
         ctx.body = {
           location,
@@ -78,96 +89,92 @@ export function operationRoutes(s: Services) {
             : { hint: `existing blobs are not in ${location.name} yet: POST /api/v1/replication/backfill {"location": "${location.name}"}` }),
         };
       },
-    },
-    {
+    }),
+    route({
       method: 'DELETE',
-      pattern: /^\/api\/v1\/locations\/([^/]+)\/?$/,
-      run: async (ctx, [name]) => {
-        await requireSuperuser(s, ctx);
-        const started = await startLocationRemoval(s, { name: name!, purge: ctx.query.purge === 'true' });
+      path: '/api/v1/locations/:name',
+      params: z.object({ name: locationName }),
+      query: z.object({ purge: queryBool('purge').optional() }),
+      access: superuser,
+      handler: async (ctx, { params, query }) => {
+        const started = await startLocationRemoval(s, { name: params.name, purge: query.purge ?? false });
         ctx.status = 202;
         ctx.body = started;
       },
-    },
-    {
+    }),
+    route({
       method: 'GET',
-      pattern: /^\/api\/v1\/locations\/([^/]+)\/removal\/?$/,
-      run: async (ctx, [name]) => {
-        await requireSuperuser(s, ctx);
-        ctx.body = await removalProgress(s, name!);
+      path: '/api/v1/locations/:name/removal',
+      params: z.object({ name: locationName }),
+      access: superuser,
+      handler: async (ctx, { params }) => {
+        ctx.body = await removalProgress(s, params.name);
       },
-    },
-    {
+    }),
+    route({
       method: 'GET',
-      pattern: /^\/api\/v1\/blobs\/([^/]+)\/placements\/?$/,
-      run: async (ctx, [digest]) => {
-        await requireSuperuser(s, ctx);
-        try {
-          parseDigest(digest!);
-        } catch (e) {
-          throw new ApiError(400, 'invalid_request', (e as Error).message);
-        }
-        ctx.body = await blobPlacementsView(s, digest!);
+      path: '/api/v1/blobs/:digest/placements',
+      params: z.object({ digest: digest() }),
+      access: superuser,
+      handler: async (ctx, { params }) => {
+        ctx.body = await blobPlacementsView(s, params.digest);
       },
-    },
-    {
+    }),
+    route({
       method: 'GET',
-      pattern: /^\/api\/v1\/replication\/summary\/?$/,
-      run: async (ctx) => {
-        await requireSuperuser(s, ctx);
+      path: '/api/v1/replication/summary',
+      access: superuser,
+      handler: async (ctx) => {
         ctx.body = { locations: await replicationSummary(s) };
       },
-    },
-    {
+    }),
+    route({
       method: 'POST',
-      pattern: /^\/api\/v1\/replication\/backfill\/?$/,
-      run: async (ctx) => {
-        await requireSuperuser(s, ctx);
-        const body = await jsonObject(ctx);
-        const window = body.window;
-        if (window !== undefined && (typeof window !== 'number' || !Number.isInteger(window) || window < 1 || window > 64)) {
-          throw new ApiError(400, 'invalid_request', 'window must be an integer from 1 to 64');
-        }
+      path: '/api/v1/replication/backfill',
+      access: superuser,
+      body: z.object({ location: locationName.nullish(), window: int('window', 1, 64, 'an integer from 1 to 64').nullish() }),
+      handler: async (ctx, { body }) => {
         ctx.status = 202;
-        ctx.body = await startBackfill(s, { location: str(body, 'location', { optional: true }), window: window as number | undefined });
+        ctx.body = await startBackfill(s, { location: body.location ?? undefined, window: body.window ?? undefined });
       },
-    },
-    {
+    }),
+    route({
       method: 'GET',
-      pattern: /^\/api\/v1\/replication\/backfill\/?$/,
-      run: async (ctx) => {
-        await requireSuperuser(s, ctx);
-        ctx.body = await backfillProgress(s, typeof ctx.query.location === 'string' ? ctx.query.location : undefined);
+      path: '/api/v1/replication/backfill',
+      query: z.object({ location: queryText('location', 63).optional() }),
+      access: superuser,
+      handler: async (ctx, { query }) => {
+        ctx.body = await backfillProgress(s, query.location);
       },
-    },
-    {
+    }),
+    route({
       method: 'GET',
-      pattern: /^\/api\/v1\/namespace\/([^/]+)\/replication\/?$/,
-      run: async (ctx, [ns]) => {
-        await requireNamespaceAdmin(s, ctx, ns!);
-        ctx.body = await namespaceReplication(s, ns!);
+      path: '/api/v1/namespace/:ns/replication',
+      params: z.object({ ns: segment('namespace') }),
+      access: (ctx, { params }) => requireNamespaceAdmin(s, ctx, params.ns),
+      handler: async (ctx, { params }) => {
+        ctx.body = await namespaceReplication(s, params.ns);
       },
-    },
-    {
+    }),
+    route({
       method: 'PUT',
-      pattern: /^\/api\/v1\/namespace\/([^/]+)\/replication\/?$/,
-      run: async (ctx, [ns]) => {
-        await requireNamespaceAdmin(s, ctx, ns!);
-        const body = await jsonObject(ctx);
-        const locations = body.locations;
-        if (locations !== null && (!Array.isArray(locations) || locations.some((l) => typeof l !== 'string'))) {
-          throw new ApiError(400, 'invalid_request', 'locations must be a list of location names, or null for the defaults');
-        }
-        ctx.body = await setNamespaceReplication(s, ns!, locations as string[] | null);
+      path: '/api/v1/namespace/:ns/replication',
+      params: z.object({ ns: segment('namespace') }),
+      access: (ctx, { params }) => requireNamespaceAdmin(s, ctx, params.ns),
+      body: z.object({
+        locations: z.array(line('locations[]', 63), { error: 'locations must be a list of location names, or null for the defaults' }).max(64).nullable(),
+      }),
+      handler: async (ctx, { params, body }) => {
+        ctx.body = await setNamespaceReplication(s, params.ns, body.locations);
       },
-    },
-    {
+    }),
+    route({
       method: 'POST',
-      pattern: /^\/api\/v1\/superuser\/secrets\/rotate\/?$/,
-      run: async (ctx) => {
-        await requireSuperuser(s, ctx);
+      path: '/api/v1/superuser/secrets/rotate',
+      access: superuser,
+      handler: async (ctx) => {
         ctx.body = await rotateSecrets(s);
       },
-    },
-  ]);
+    }),
+  ];
 }

@@ -9,6 +9,7 @@
 //   GET    /api/v1/repository/<ns>/<repo>/permissions/user/
 //   PUT|GET|DELETE /api/v1/repository/<ns>/<repo>/permissions/user/<name>  {role}
 // <repo> may itself contain slashes (org/team/app).
+import type Koa from 'koa';
 import { namespaceByName } from '../../auth/accounts.ts';
 import { grantCreatorAdmin, mayCreateIn, repositoryRole } from '../../auth/permissions.ts';
 import { deletePermission, listPermissions, setPermission } from '../../auth/grants.ts';
@@ -24,8 +25,10 @@ import {
   type Repository,
   type RepositoryState,
 } from '../../registry/repositories.ts';
-import { ApiError, adminRepository, caller, jsonObject, quayDuplicate, readableRepository, str } from './common.ts';
-import { routes } from './routing.ts';
+import { z } from 'zod';
+import { line, repositoryPath, segment, text } from '../schemas.ts';
+import { route, type Route } from '../router.ts';
+import { ApiError, adminRepository, caller, quayDuplicate, readableRepository } from './common.ts';
 
 const STATE_NAMES: Record<RepositoryState, string> = { normal: 'NORMAL', mirror: 'MIRROR', readonly: 'READ_ONLY' };
 const STATES_BY_NAME: Record<string, RepositoryState> = { NORMAL: 'normal', MIRROR: 'mirror', READ_ONLY: 'readonly' };
@@ -46,35 +49,33 @@ async function repositoryView(s: Services, repo: Repository, role: string | null
   };
 }
 
-function visibility(v: string | undefined): 'public' | 'private' {
-  if (v === undefined) return 'private';
-  if (v !== 'public' && v !== 'private') throw new ApiError(400, 'invalid_request', 'visibility must be public or private');
-  return v;
-}
+const visibility = z.enum(['public', 'private'], { error: 'visibility must be public or private' });
+const repoParams = z.object({ repository: repositoryPath() });
+const permissionParams = z.object({ repository: repositoryPath(), who: segment('user') });
 
-const REPO = '(.+?)';
-
-export function repositoryRoutes(s: Services) {
-  return routes(s, [
-    {
+export function repositoryRoutes(s: Services): Route[] {
+  const admin = (ctx: Koa.Context, { params }: { params: { repository: string } }) => adminRepository(s, ctx, params.repository);
+  return [
+    route({
       method: 'POST',
-      pattern: /^\/api\/v1\/repository\/?$/,
-      run: async (ctx) => {
-        const p = await caller(s, ctx);
-        const body = await jsonObject(ctx);
+      path: '/api/v1/repository',
+      access: (ctx) => caller(s, ctx),
+      body: z.object({
+        namespace: segment('namespace').optional(),
+        repository: segment('repository'),
+        visibility: visibility.optional(),
+        description: text('description').nullish(),
+      }),
+      handler: async (ctx, { access: p, body }) => {
         // As in Quay, the namespace defaults to the caller's own.
-        const namespace = str(body, 'namespace', { optional: true }) ?? (p.kind === 'user' ? p.username : undefined);
+        const namespace = body.namespace ?? (p.kind === 'user' ? p.username : undefined);
         if (namespace === undefined) throw new ApiError(400, 'invalid_request', 'namespace is required');
-        const name = str(body, 'repository')!;
-        const fullName = `${namespace}/${name}`;
+        const fullName = `${namespace}/${body.repository}`;
         if (!(await mayCreateIn(s.db, p, namespace))) throw new ApiError(403, 'insufficient_scope', `you may not create repositories in ${namespace}`);
         if (!parseRepositoryPath(fullName)) throw new ApiError(400, 'invalid_request', `Invalid repository name: "${fullName}" (lowercase letters, digits and separators . _ -, components joined by /)`);
-        const vis = visibility(str(body, 'visibility', { optional: true }));
-        const description = str(body, 'description', { optional: true });
-        if (description !== undefined && description.length > 64 * 1024) throw new ApiError(400, 'invalid_request', 'description: at most 65536 characters');
         const repo = await quayDuplicate('Repository already exists', () =>
           s.db.transaction(async (tx) => {
-            const created = await createRepository(tx, { fullName, visibility: vis, description });
+            const created = await createRepository(tx, { fullName, visibility: body.visibility ?? 'private', description: body.description ?? undefined });
             await grantCreatorAdmin(tx, p, created);
             return created;
           }),
@@ -82,76 +83,84 @@ export function repositoryRoutes(s: Services) {
         ctx.status = 201;
         ctx.body = { namespace: repo.namespaceName, name: repo.name, kind: 'image' };
       },
-    },
-    {
+    }),
+    route({
       method: 'GET',
-      pattern: new RegExp(`^/api/v1/repository/${REPO}/permissions/user/?$`),
-      run: async (ctx, [name]) => {
-        const { repo } = await adminRepository(s, ctx, name!);
+      path: '/api/v1/repository/*repository/permissions/user',
+      params: repoParams,
+      access: admin,
+      handler: async (ctx, { access: { repo } }) => {
         ctx.body = { permissions: Object.fromEntries((await listPermissions(s.db, repo)).map((p) => [p.name, p])) };
       },
-    },
-    {
+    }),
+    route({
       method: 'GET',
-      pattern: new RegExp(`^/api/v1/repository/${REPO}/permissions/user/([^/]+)/?$`),
-      run: async (ctx, [name, who]) => {
-        const { repo } = await adminRepository(s, ctx, name!);
+      path: '/api/v1/repository/*repository/permissions/user/:who',
+      params: permissionParams,
+      access: admin,
+      handler: async (ctx, { params: { who }, access: { repo } }) => {
         const found = (await listPermissions(s.db, repo)).find((p) => p.name === who);
         if (!found) throw new ApiError(404, 'not_found', `${who} has no permission on ${repo.fullName}`);
         ctx.body = found;
       },
-    },
-    {
+    }),
+    route({
       method: 'PUT',
-      pattern: new RegExp(`^/api/v1/repository/${REPO}/permissions/user/([^/]+)/?$`),
-      run: async (ctx, [name, who]) => {
-        const { repo } = await adminRepository(s, ctx, name!);
-        const body = await jsonObject(ctx);
-        ctx.body = await setPermission(s.db, repo, who!, str(body, 'role')!);
+      path: '/api/v1/repository/*repository/permissions/user/:who',
+      params: permissionParams,
+      access: admin,
+      body: z.object({ role: line('role', 16) }),
+      handler: async (ctx, { params: { who }, access: { repo }, body }) => {
+        ctx.body = await setPermission(s.db, repo, who, body.role);
       },
-    },
-    {
+    }),
+    route({
       method: 'DELETE',
-      pattern: new RegExp(`^/api/v1/repository/${REPO}/permissions/user/([^/]+)/?$`),
-      run: async (ctx, [name, who]) => {
-        const { repo } = await adminRepository(s, ctx, name!);
-        await deletePermission(s.db, repo, who!);
+      path: '/api/v1/repository/*repository/permissions/user/:who',
+      params: permissionParams,
+      access: admin,
+      handler: async (ctx, { params: { who }, access: { repo } }) => {
+        await deletePermission(s.db, repo, who);
         ctx.status = 204;
       },
-    },
-    {
+    }),
+    route({
       method: 'PUT',
-      pattern: new RegExp(`^/api/v1/repository/${REPO}/changestate/?$`),
-      run: async (ctx, [name]) => {
-        const { repo } = await adminRepository(s, ctx, name!);
-        const state = STATES_BY_NAME[str(await jsonObject(ctx), 'state')!];
-        if (!state) throw new ApiError(400, 'invalid_request', 'state must be NORMAL, MIRROR or READ_ONLY');
-        await setRepositoryState(s.db, repo, state);
+      path: '/api/v1/repository/*repository/changestate',
+      params: repoParams,
+      access: admin,
+      body: z.object({ state: z.enum(['NORMAL', 'MIRROR', 'READ_ONLY'], { error: 'state must be NORMAL, MIRROR or READ_ONLY' }) }),
+      handler: async (ctx, { access: { repo }, body }) => {
+        await setRepositoryState(s.db, repo, STATES_BY_NAME[body.state]!);
         ctx.body = { success: true };
       },
-    },
-    {
+    }),
+    route({
       method: 'POST',
-      pattern: new RegExp(`^/api/v1/repository/${REPO}/changevisibility/?$`),
-      run: async (ctx, [name]) => {
-        const { repo } = await adminRepository(s, ctx, name!);
-        await setRepositoryVisibility(s.db, repo, visibility(str(await jsonObject(ctx), 'visibility')));
+      path: '/api/v1/repository/*repository/changevisibility',
+      params: repoParams,
+      access: admin,
+      body: z.object({ visibility }),
+      handler: async (ctx, { access: { repo }, body }) => {
+        await setRepositoryVisibility(s.db, repo, body.visibility);
         ctx.body = { success: true };
       },
-    },
-    {
+    }),
+    route({
       method: 'GET',
-      pattern: new RegExp(`^/api/v1/repository/${REPO}/?$`),
-      run: async (ctx, [name]) => {
-        const { principal, repo } = await readableRepository(s, ctx, name!);
+      path: '/api/v1/repository/*repository',
+      params: repoParams,
+      access: (ctx, { params }) => readableRepository(s, ctx, params.repository),
+      handler: async (ctx, { access: { principal, repo } }) => {
         ctx.body = await repositoryView(s, repo, await repositoryRole(s.db, principal, repo));
       },
-    },
-    {
+    }),
+    route({
       method: 'DELETE',
-      pattern: new RegExp(`^/api/v1/repository/${REPO}/?$`),
-      run: async (ctx, [name]) => {
-        const { repo } = await adminRepository(s, ctx, name!);
+      path: '/api/v1/repository/*repository',
+      params: repoParams,
+      access: admin,
+      handler: async (ctx, { access: { repo } }) => {
         // A mirror's schedule goes with it (through the outbox, in the same transaction).
         await s.db.transaction(async (tx) => {
           await mirrorRepositoryDeleted(tx, repo.fullName);
@@ -159,6 +168,6 @@ export function repositoryRoutes(s: Services) {
         });
         ctx.status = 204;
       },
-    },
-  ]);
+    }),
+  ];
 }

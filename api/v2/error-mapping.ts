@@ -1,16 +1,46 @@
 // Domain errors → OCI error responses. Anything not listed here is a bug and answers 500.
 import { AccountError } from '../../auth/accounts.ts';
+import { BlobUnknownError, RangeNotSatisfiableError } from '../../registry/blob-server.ts';
 import { InvalidDigestError } from '../../registry/digest.ts';
 import { ManifestError } from '../../registry/manifests.ts';
 import { NoLocationError } from '../../registry/placement.ts';
 import { RepositoryError } from '../../registry/repositories.ts';
 import { UploadError } from '../../registry/uploads.ts';
 import { StorageUnavailableError } from '../../storage/driver.ts';
-import { OciError } from './errors.ts';
+import { InputError, MethodNotAllowedError, RouteNotFoundError } from '../router.ts';
+import { OciError, type OciErrorCode } from './errors.ts';
+
+/** The OCI code of bad input, by the field it was found in. */
+const CODE_OF_FIELD: Record<string, OciErrorCode> = {
+  name: 'NAME_INVALID',
+  reference: 'MANIFEST_INVALID',
+  tag: 'MANIFEST_INVALID',
+  digest: 'DIGEST_INVALID',
+  mount: 'DIGEST_INVALID',
+  uuid: 'BLOB_UPLOAD_UNKNOWN',
+};
+
+function inputError(e: InputError): OciError {
+  const field = e.field.split(/[.[]/)[0]!;
+  const code = CODE_OF_FIELD[field];
+  // SIZE_INVALID is a 400 in the spec's table (an oversized token request included).
+  if (e.status === 413) return new OciError('SIZE_INVALID', e.message);
+  if (e.status !== 400) return new OciError('UNSUPPORTED', e.message, undefined, e.status);
+  if (code === 'BLOB_UPLOAD_UNKNOWN') return new OciError(code, 'upload unknown');
+  if (code) return new OciError(code, e.message, e.part === 'path' ? { [field]: 'invalid' } : undefined);
+  return new OciError('UNSUPPORTED', e.message, undefined, 400);
+}
 
 export function toOciError(e: unknown): OciError | undefined {
   if (e instanceof OciError) return e;
+  if (e instanceof InputError) return inputError(e);
+  if (e instanceof MethodNotAllowedError) return new OciError('UNSUPPORTED', e.message, undefined, 405);
+  if (e instanceof RouteNotFoundError) return new OciError('NAME_UNKNOWN', 'not found', undefined, 404);
   if (e instanceof InvalidDigestError) return new OciError('DIGEST_INVALID', e.message);
+  if (e instanceof BlobUnknownError) return new OciError('BLOB_UNKNOWN', e.message, { digest: e.digest });
+  if (e instanceof RangeNotSatisfiableError) {
+    return new OciError('RANGE_INVALID', e.message, undefined, 416, { 'Content-Range': `bytes */${e.size}` });
+  }
   if (e instanceof UploadError) {
     if (e.code === 'RANGE_INVALID' && e.session) {
       return new OciError('RANGE_INVALID', e.message, undefined, 416, {

@@ -1,13 +1,18 @@
-// /v2: the OCI Distribution API. Repository names contain slashes, so paths are matched here
-// with the spec's own grammar rather than with a path-to-regexp router. Each route names the
-// actions it needs; access is decided before any handler runs.
+// /v2: the OCI Distribution API (and its token endpoint, /v2/auth), as one route table. Each
+// repository route names the actions it needs; access is decided in the route's access step,
+// before the handler runs and before any body is read.
 import type Koa from 'koa';
+import { z } from 'zod';
 import { grantCreatorAdmin } from '../../auth/permissions.ts';
 import { authorizeV2, authorizeV2Repository } from '../../auth/v2-access.ts';
 import type { Principal, RepoAction } from '../../auth/principal.ts';
 import type { Services } from '../../platform/services.ts';
-import { isRepositoryName } from '../../registry/names.ts';
+import { isDigest } from '../../registry/digest.ts';
+import { isTag } from '../../registry/names.ts';
 import { createRepository, type Repository } from '../../registry/repositories.ts';
+import { route, router, type Route } from '../router.ts';
+import { digest, line, queryInt, queryText, repositoryName } from '../schemas.ts';
+import { tokenRoutes } from '../token.ts';
 import { deleteBlob, getBlob } from './blobs.ts';
 import { catalog, tagList } from './listing.ts';
 import { deleteManifestRoute, getManifest, putManifestRoute } from './manifests.ts';
@@ -30,61 +35,113 @@ export interface V2Request {
 
 type Handler = (r: V2Request, param: string) => Promise<void>;
 
-interface Route {
-  pattern: RegExp;
-  methods: Partial<
-    Record<string, { actions: RepoAction[]; handler: Handler; creates?: boolean; whenMissing?: (ctx: Koa.Context) => void }>
-  >;
-}
-
 const pull: RepoAction[] = ['pull'];
 const push: RepoAction[] = ['pull', 'push'];
 const del: RepoAction[] = ['delete'];
 
-// The name is matched loosely here and checked against the grammar after, so that a bad name
-// answers NAME_INVALID rather than "no such route".
-const ROUTES: Route[] = [
-  {
-    pattern: /^\/v2\/(.+)\/tags\/list$/,
-    methods: { GET: { actions: pull, handler: tagList } },
-  },
-  {
-    pattern: /^\/v2\/(.+)\/manifests\/([^/]+)$/,
-    methods: {
-      GET: { actions: pull, handler: getManifest },
-      HEAD: { actions: pull, handler: getManifest },
-      PUT: { actions: push, handler: putManifestRoute, creates: true },
-      DELETE: { actions: del, handler: deleteManifestRoute },
+// Path parameters. A field's name decides the OCI code of its 400 (see error-mapping.ts).
+const name = repositoryName('name');
+const reference = z.string().refine((v) => isTag(v) || isDigest(v), { error: 'reference is neither a valid tag nor a valid digest' });
+const uploadId = line('uuid', 64);
+
+const page = z.object({ n: queryInt('n', 0, Number.MAX_SAFE_INTEGER).optional(), last: queryText('last', 512).optional() });
+const manifestPut = z.object({
+  tag: z
+    .preprocess((v) => (v === undefined || Array.isArray(v) ? v : [v]), z.array(queryText('tag', 128)).max(64, { error: 'at most 64 tag parameters' }))
+    .optional(),
+});
+const uploadStart = z.object({ mount: digest().optional(), from: queryText('from', 255).optional(), digest: digest().optional() });
+const uploadFinish = z.object({ digest: digest().optional() });
+const referrersQuery = z.object({ artifactType: queryText('artifactType', 255).optional() });
+
+interface RepoRoute {
+  method: 'GET' | 'HEAD' | 'PUT' | 'POST' | 'PATCH' | 'DELETE';
+  path: string;
+  /** The route's second path parameter (reference, digest, upload id), handed to the handler. */
+  param?: { key: string; schema: z.ZodType<string> };
+  query?: z.ZodType<unknown>;
+  actions: RepoAction[];
+  handler: Handler;
+  /** A push may create the repository. */
+  creates?: boolean;
+  /** Answers for a repository that does not exist (instead of NAME_UNKNOWN). */
+  whenMissing?: (ctx: Koa.Context) => void;
+}
+
+function repoRoute(s: Services, spec: RepoRoute): Route {
+  const params = z.object(spec.param ? { name, [spec.param.key]: spec.param.schema } : { name }) as z.ZodType<Record<string, string>>;
+  return route({
+    method: spec.method,
+    path: spec.path,
+    params,
+    query: spec.query,
+    access: async (ctx, { params }) => {
+      const repository = params.name!;
+      const authorized = await authorizeV2Repository(s, ctx.headers, { repository, actions: spec.actions });
+      let repo = authorized.repo;
+      if (!repo && spec.creates) {
+        // authorizeV2 granted push, so the principal may create repositories in this namespace;
+        // a creator-role member becomes the new repository's admin, as through the API.
+        repo = await s.db
+          .transaction(async (tx) => {
+            const created = await createRepository(tx, { fullName: repository }, 'return');
+            await grantCreatorAdmin(tx, authorized.principal, created);
+            return created;
+          })
+          .catch((e: unknown) => {
+            throw toOciError(e) ?? e;
+          });
+      }
+      return { principal: authorized.principal, repo };
     },
-  },
-  {
-    pattern: /^\/v2\/(.+)\/blobs\/uploads\/?()$/,
-    methods: { POST: { actions: push, handler: startUploadRoute, creates: true } },
-  },
-  {
-    pattern: /^\/v2\/(.+)\/blobs\/uploads\/([^/]+)$/,
-    methods: {
-      GET: { actions: push, handler: uploadStatus },
-      PATCH: { actions: push, handler: patchUpload },
-      PUT: { actions: push, handler: putUpload },
-      DELETE: { actions: push, handler: cancelUploadRoute },
+    handler: async (ctx, { params, access: { principal, repo } }) => {
+      if (!repo && spec.whenMissing) return spec.whenMissing(ctx);
+      if (!repo) throw new OciError('NAME_UNKNOWN', `repository ${params.name} is not known to the registry`, { name: params.name });
+      await spec.handler({ s, ctx, principal, name: params.name!, repo }, spec.param ? params[spec.param.key]! : '');
     },
-  },
-  {
-    pattern: /^\/v2\/(.+)\/blobs\/([^/]+)$/,
-    methods: {
-      GET: { actions: pull, handler: getBlob },
-      HEAD: { actions: pull, handler: getBlob },
-      DELETE: { actions: del, handler: deleteBlob },
-    },
-  },
-  {
-    pattern: /^\/v2\/(.+)\/referrers\/([^/]+)$/,
+  });
+}
+
+export function v2RouteTable(s: Services): Route[] {
+  const ref = { key: 'reference', schema: reference };
+  const dig = { key: 'digest', schema: digest() };
+  const upload = { key: 'uuid', schema: uploadId };
+  return [
+    route({
+      method: 'GET',
+      path: '/v2{/}',
+      access: (ctx) => authorizeV2(s, ctx.headers, { actions: [] }),
+      handler: (ctx) => {
+        ctx.status = 200;
+        ctx.body = ctx.method === 'HEAD' ? null : {};
+      },
+    }),
+    route({
+      method: 'GET',
+      path: '/v2/_catalog',
+      query: page,
+      access: (ctx) => authorizeV2(s, ctx.headers, { actions: [], catalog: true }),
+      handler: (ctx, { access: principal }) => catalog(s, ctx, principal),
+    }),
+    ...tokenRoutes(s),
+    repoRoute(s, { method: 'GET', path: '/v2/*name/tags/list', query: page, actions: pull, handler: tagList }),
+    repoRoute(s, { method: 'GET', path: '/v2/*name/manifests/:reference', param: ref, actions: pull, handler: getManifest }),
+    repoRoute(s, { method: 'HEAD', path: '/v2/*name/manifests/:reference', param: ref, actions: pull, handler: getManifest }),
+    repoRoute(s, { method: 'PUT', path: '/v2/*name/manifests/:reference', param: ref, query: manifestPut, actions: push, handler: putManifestRoute, creates: true }),
+    repoRoute(s, { method: 'DELETE', path: '/v2/*name/manifests/:reference', param: ref, actions: del, handler: deleteManifestRoute }),
+    repoRoute(s, { method: 'POST', path: '/v2/*name/blobs/uploads{/}', query: uploadStart, actions: push, handler: startUploadRoute, creates: true }),
+    repoRoute(s, { method: 'GET', path: '/v2/*name/blobs/uploads/:uuid', param: upload, actions: push, handler: uploadStatus }),
+    repoRoute(s, { method: 'PATCH', path: '/v2/*name/blobs/uploads/:uuid', param: upload, actions: push, handler: patchUpload }),
+    repoRoute(s, { method: 'PUT', path: '/v2/*name/blobs/uploads/:uuid', param: upload, query: uploadFinish, actions: push, handler: putUpload }),
+    repoRoute(s, { method: 'DELETE', path: '/v2/*name/blobs/uploads/:uuid', param: upload, actions: push, handler: cancelUploadRoute }),
+    repoRoute(s, { method: 'GET', path: '/v2/*name/blobs/:digest', param: dig, actions: pull, handler: getBlob }),
+    repoRoute(s, { method: 'HEAD', path: '/v2/*name/blobs/:digest', param: dig, actions: pull, handler: getBlob }),
+    repoRoute(s, { method: 'DELETE', path: '/v2/*name/blobs/:digest', param: dig, actions: del, handler: deleteBlob }),
     // The spec asks for an empty index, not an error, when nothing refers to the digest — even
     // when the repository has never been pushed to.
-    methods: { GET: { actions: pull, handler: referrers, whenMissing: emptyReferrers } },
-  },
-];
+    repoRoute(s, { method: 'GET', path: '/v2/*name/referrers/:digest', param: dig, query: referrersQuery, actions: pull, handler: referrers, whenMissing: emptyReferrers }),
+  ];
+}
 
 function respondError(ctx: Koa.Context, e: OciError): void {
   ctx.status = e.status;
@@ -95,84 +152,28 @@ function respondError(ctx: Koa.Context, e: OciError): void {
   if (ctx.method === 'HEAD') ctx.status = e.status;
 }
 
-export function v2Routes(s: Services): Koa.Middleware {
-  return async (ctx, next) => {
-    if (ctx.path !== '/v2' && !ctx.path.startsWith('/v2/')) return next();
-    ctx.set(API_VERSION_HEADER, 'registry/2.0');
-    try {
-      await dispatch(s, ctx);
-    } catch (e) {
-      const oci = toOciError(e);
-      if (oci) return respondError(ctx, oci);
-      if (isClientAbort(e)) {
-        ctx.status = 400;
-        return;
-      }
-      s.logger.error({ err: e, method: ctx.method, path: ctx.path }, 'v2 request failed');
-      respondError(ctx, new OciError('UNAVAILABLE', 'internal error', undefined, 500));
-    }
-  };
-}
-
 function isClientAbort(e: unknown): boolean {
   const code = (e as NodeJS.ErrnoException)?.code;
   return code === 'ECONNRESET' || code === 'ERR_STREAM_PREMATURE_CLOSE' || (e as Error)?.message === 'aborted';
 }
 
-async function dispatch(s: Services, ctx: Koa.Context): Promise<void> {
-  const path = ctx.path;
-  if (path === '/v2/' || path === '/v2') {
-    if (ctx.method !== 'GET' && ctx.method !== 'HEAD') throw new OciError('UNSUPPORTED', 'method not allowed', undefined, 405);
-    await authorizeV2(s, ctx.headers, { actions: [] });
-    ctx.status = 200;
-    ctx.body = ctx.method === 'HEAD' ? null : {};
-    return;
-  }
-  if (path === '/v2/_catalog') {
-    if (ctx.method !== 'GET') throw new OciError('UNSUPPORTED', 'method not allowed', undefined, 405);
-    const principal = await authorizeV2(s, ctx.headers, { actions: [], catalog: true });
-    await catalog(s, ctx, principal);
-    return;
-  }
-  for (const route of ROUTES) {
-    const m = route.pattern.exec(path);
-    if (!m) continue;
-    const name = decodeURIComponentSafe(m[1]!);
-    const param = decodeURIComponentSafe(m[2] ?? '');
-    const method = route.methods[ctx.method];
-    if (!method) {
-      ctx.set('Allow', Object.keys(route.methods).join(', '));
-      throw new OciError('UNSUPPORTED', `${ctx.method} is not supported here`, undefined, 405);
+export function v2Errors(s: Services): (ctx: Koa.Context, e: unknown) => void {
+  return (ctx, e) => {
+    const oci = toOciError(e);
+    if (oci) return respondError(ctx, oci);
+    if (isClientAbort(e)) {
+      ctx.status = 400;
+      return;
     }
-    if (!isRepositoryName(name)) throw new OciError('NAME_INVALID', 'invalid repository name', { name: name.slice(0, 256) });
-    const authorized = await authorizeV2Repository(s, ctx.headers, { repository: name, actions: method.actions });
-    const principal = authorized.principal;
-    let repo = authorized.repo;
-    if (!repo && method.creates) {
-      // authorizeV2 granted push, so the principal may create repositories in this namespace;
-      // a creator-role member becomes the new repository's admin, as through the API.
-      repo = await s.db
-        .transaction(async (tx) => {
-          const created = await createRepository(tx, { fullName: name }, 'return');
-          await grantCreatorAdmin(tx, principal, created);
-          return created;
-        })
-        .catch((e: unknown) => {
-          throw toOciError(e) ?? e;
-        });
-    }
-    if (!repo && method.whenMissing) return method.whenMissing(ctx);
-    if (!repo) throw new OciError('NAME_UNKNOWN', `repository ${name} is not known to the registry`, { name });
-    await method.handler({ s, ctx, principal, name, repo }, param);
-    return;
-  }
-  throw new OciError('NAME_UNKNOWN', 'not found', undefined, 404);
+    s.logger.error({ err: e, method: ctx.method, path: ctx.path }, 'v2 request failed');
+    respondError(ctx, new OciError('UNAVAILABLE', 'internal error', undefined, 500));
+  };
 }
 
-function decodeURIComponentSafe(s: string): string {
-  try {
-    return decodeURIComponent(s);
-  } catch {
-    throw new OciError('NAME_INVALID', 'malformed path encoding');
-  }
+export function v2Routes(s: Services): Koa.Middleware {
+  const serve = router(v2RouteTable(s), { prefix: '/v2', errors: v2Errors(s) });
+  return (ctx, next) => {
+    if (ctx.path === '/v2' || ctx.path.startsWith('/v2/')) ctx.set(API_VERSION_HEADER, 'registry/2.0');
+    return serve(ctx, next);
+  };
 }

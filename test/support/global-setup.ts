@@ -1,5 +1,5 @@
 // Starts the real services every integration test talks to, once per `npm test`: a Temporal dev
-// server, three S3 servers (us-east, eu-west, ap-south), a throw-away PostgreSQL database and a
+// server (or, with MERIDIAN_TEST_TEMPORAL=server, the real Temporal server), three S3 servers (us-east, eu-west, ap-south), a throw-away PostgreSQL database and a
 // private Redis key prefix; bundles the workflows once. Tests reach them through inject() and may
 // stop/start a service through the small control server below (to simulate outages).
 import { writeFileSync } from 'node:fs';
@@ -14,7 +14,12 @@ import type { StackInfo } from './stack-info.ts';
 
 export default async function setup(project: TestProject) {
   const [eph, bundle] = await Promise.all([
-    startEphemeralStack({ name: 'test', registerLocations: false, keepData: !!process.env.MERIDIAN_KEEP_TEST_DATA }),
+    startEphemeralStack({
+      name: 'test',
+      registerLocations: false,
+      keepData: !!process.env.MERIDIAN_KEEP_TEST_DATA,
+      temporal: process.env.MERIDIAN_TEST_TEMPORAL === 'server' ? 'server' : 'dev',
+    }),
     bundleWorkflows(),
   ]);
   const bundlePath = path.join(eph.dataDir, 'workflow-bundle.js');
@@ -25,6 +30,8 @@ export default async function setup(project: TestProject) {
     redisUrl: eph.redisUrl,
     redisKeyPrefix: eph.redisKeyPrefix,
     temporalAddress: eph.temporalAddress,
+    temporalKind: eph.temporalKind,
+    temporalEnv: eph.temporalEnv,
     temporalNamespace: 'default',
     regions: eph.regions,
     s3Credentials: eph.s3Credentials,

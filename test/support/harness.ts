@@ -4,6 +4,7 @@ import { Client, Connection } from '@temporalio/client';
 import { inject } from 'vitest';
 import { loadConfig, type Config } from '../../config.ts';
 import { startApi, type RunningApi } from '../../api/server.ts';
+import { temporalConnectOptions, type TemporalConnectOptions } from '../../platform/temporal.ts';
 import { connectDatabase, type DbHandle } from '../../db/client.ts';
 import { registerDevLocations } from '../../devstack/stack.ts';
 import { startWorkers, type RunningWorkers, type WorkerOptions } from '../../workers/main.ts';
@@ -20,9 +21,14 @@ export function stackInfo(): StackInfo {
   return { ...inject('stack'), ...fileContext };
 }
 
+/** How to connect to the test Temporal (address, and TLS for the real server). */
+export function testTemporalOptions(): TemporalConnectOptions {
+  return temporalConnectOptions(testConfig().temporal);
+}
+
 /** A Temporal client in this test file's namespace. */
 export async function testTemporal(): Promise<{ client: Client; connection: Connection }> {
-  const connection = await Connection.connect({ address: stackInfo().temporalAddress });
+  const connection = await Connection.connect(testTemporalOptions());
   return { client: new Client({ connection, namespace: stackInfo().temporalNamespace }), connection };
 }
 
@@ -30,6 +36,7 @@ export async function testTemporal(): Promise<{ client: Client; connection: Conn
 export function testEnv(overrides: Record<string, string | undefined> = {}): Record<string, string | undefined> {
   const s = stackInfo();
   return {
+    ...s.temporalEnv,
     DATABASE_URL: s.databaseUrl,
     REDIS_URL: s.redisUrl,
     MERIDIAN_REDIS_PREFIX: s.redisKeyPrefix,

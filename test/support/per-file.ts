@@ -6,8 +6,9 @@ import { randomBytes } from 'node:crypto';
 import { afterAll, inject } from 'vitest';
 import postgres from 'postgres';
 import { Connection } from '@temporalio/client';
-import Long from 'long';
-import { SEARCH_ATTRIBUTES } from '../../temporal.config.ts';
+import { loadConfig } from '../../config.ts';
+import { ensureNamespace, ensureSearchAttributes, waitForNamespace } from '../../platform/temporal-admin.ts';
+import { temporalConnectOptions } from '../../platform/temporal.ts';
 import { setFileContext } from './harness.ts';
 
 const base = inject('stack');
@@ -19,14 +20,12 @@ await admin.unsafe(`create database "${dbName}" template "${template}"`);
 const dbUrl = new URL(base.databaseUrl);
 dbUrl.pathname = `/${dbName}`;
 
+// What `meridian temporal setup` does for a deployment's namespace (without its schedules).
 const namespace = `test-${id}`;
-const connection = await Connection.connect({ address: base.temporalAddress });
-await connection.workflowService.registerNamespace({ namespace, workflowExecutionRetentionPeriod: { seconds: Long.fromNumber(86_400) } });
-const TYPES: Record<string, number> = { TEXT: 1, KEYWORD: 2, INT: 3, DOUBLE: 4, BOOL: 5, DATETIME: 6, KEYWORD_LIST: 7 };
-await connection.operatorService.addSearchAttributes({
-  namespace,
-  searchAttributes: Object.fromEntries(Object.values(SEARCH_ATTRIBUTES).map((k) => [k.name, TYPES[k.type]!])),
-});
+const connection = await Connection.connect(temporalConnectOptions(loadConfig({ ...base.temporalEnv, TEMPORAL_ADDRESS: base.temporalAddress }).temporal));
+await ensureNamespace(connection, namespace, 1);
+await ensureSearchAttributes(connection, namespace);
+await waitForNamespace(connection, namespace);
 await connection.close();
 
 setFileContext({ databaseUrl: dbUrl.toString(), temporalNamespace: namespace, redisKeyPrefix: `${base.redisKeyPrefix}${id}:` });

@@ -3,6 +3,11 @@ export interface StackInfo {
   redisUrl: string;
   redisKeyPrefix: string;
   temporalAddress: string;
+  /** `dev` (the Temporal CLI's dev server) or `server` (the real one: PostgreSQL, mutual TLS),
+   * chosen by MERIDIAN_TEST_TEMPORAL. */
+  temporalKind: 'dev' | 'server';
+  /** TEMPORAL_TLS_* a client of the test Temporal needs (none for the dev server). */
+  temporalEnv: Record<string, string>;
   /** Each test file gets its own namespace (test/support/per-file.ts). */
   temporalNamespace: string;
   regions: { name: string; port: number }[];

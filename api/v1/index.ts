@@ -1,0 +1,19 @@
+// The management API, /api/v1: one route table (Quay's endpoints and Meridian's operations),
+// errors as problem details with Quay's error_message.
+import type Koa from 'koa';
+import type { Services } from '../../platform/services.ts';
+import { router } from '../router.ts';
+import { accountRoutes } from './accounts.ts';
+import { v1Errors } from './common.ts';
+import { mirrorRoutes } from './mirror.ts';
+import { notificationRoutes } from './notifications.ts';
+import { operationRoutes } from './operations.ts';
+import { repositoryRoutes } from './repositories.ts';
+
+export function managementApi(s: Services): Koa.Middleware {
+  return router([...accountRoutes(s), ...repositoryRoutes(s), ...mirrorRoutes(s), ...notificationRoutes(s), ...operationRoutes(s)], {
+    prefix: '/api/v1',
+    trailingSlash: true,
+    errors: v1Errors(s),
+  });
+}

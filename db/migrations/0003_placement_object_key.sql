@@ -1,0 +1,1 @@
+ALTER TABLE "blob_placements" ADD COLUMN "object_key" text;

@@ -1,0 +1,1 @@
+ALTER TABLE "upload_sessions" ADD COLUMN "tail_keys" text[] DEFAULT '{}'::text[] NOT NULL;

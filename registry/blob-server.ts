@@ -1,0 +1,136 @@
+// Serving a blob to a client, as the distribution registry's blobserver.go does: the /v2 handler
+// parses the request and writes the answer; this module decides it — whether the repository may
+// use the blob, which stored copy serves it (nearest healthy location holding it, then the
+// others), and whether the client is redirected to a presigned URL of that copy or the bytes are
+// streamed through this process, falling back to the next copy when one cannot be read. Each
+// copy's object key comes from its placement (storage/paths.ts placementKey, via readCopies).
+import { Readable } from 'node:stream';
+import type { BlobServeMode, Config } from '../config.ts';
+import type { Services } from '../platform/services.ts';
+import { cachedPlacements } from '../replication/placements.ts';
+import { ObjectNotFoundError, StorageUnavailableError } from '../storage/driver.ts';
+import type { Location } from '../storage/locations.ts';
+import { linkedBlob } from './blobs.ts';
+import { type BlobCopy, readCopies } from './placement.ts';
+
+export type BlobServerDeps = Pick<Services, 'db' | 'redis' | 'placement'> & {
+  config: Pick<Config, 'blobServeMode' | 'presignTtlSeconds'>;
+  metrics: { process: Pick<Services['metrics']['process'], 'pulls'> };
+};
+
+/** A byte range as the client asked for it (`bytes=a-b`, `bytes=a-`, `bytes=-n`), or a Range
+ * header that could not be parsed; resolved against the blob's size here. */
+export type RangeRequest = { first: number; last?: number } | { suffixLength: number } | 'malformed';
+
+export interface BlobInfo {
+  digest: string;
+  size: number;
+}
+
+export type ServedBlob =
+  /** HEAD: what the registry knows; storage is not touched. */
+  | { kind: 'metadata'; blob: BlobInfo }
+  /** GET in redirect mode: the client fetches `url` (a presigned URL of `location`'s copy). */
+  | { kind: 'redirect'; blob: BlobInfo; location: string; url: string }
+  /** GET streamed through the registry: `length` bytes of `body`, the whole blob or `range`. */
+  | { kind: 'stream'; blob: BlobInfo; location: string | undefined; body: Readable; length: number; range?: { start: number; end: number } };
+
+export class BlobUnknownError extends Error {
+  constructor(
+    readonly digest: string,
+    message: string,
+  ) {
+    super(message);
+    this.name = 'BlobUnknownError';
+  }
+}
+
+export class RangeNotSatisfiableError extends Error {
+  constructor(readonly size: number) {
+    super('requested range not satisfiable');
+    this.name = 'RangeNotSatisfiableError';
+  }
+}
+
+/** The inclusive byte range a request resolves to for a blob of `size` bytes; undefined for the
+ * whole blob. Multiple ranges are not supported. */
+export function resolveRange(range: RangeRequest | undefined, size: number): { start: number; end: number } | undefined {
+  if (range === undefined) return undefined;
+  if (range === 'malformed') throw new RangeNotSatisfiableError(size);
+  let start: number;
+  let end: number;
+  if ('suffixLength' in range) {
+    if (range.suffixLength === 0) throw new RangeNotSatisfiableError(size);
+    start = Math.max(size - range.suffixLength, 0);
+    end = size - 1;
+  } else {
+    start = range.first;
+    end = range.last === undefined ? size - 1 : Math.min(range.last, size - 1);
+  }
+  if (start > end || start >= size) throw new RangeNotSatisfiableError(size);
+  return { start, end };
+}
+
+/**
+ * Answers a HEAD or GET of blob `digest` in repository `repositoryId`. Throws BlobUnknownError when
+ * the repository may not use the blob or no location holds it, RangeNotSatisfiableError for a
+ * bad range, and StorageUnavailableError when every copy is unreachable.
+ */
+export async function serveBlob(
+  d: BlobServerDeps,
+  req: { repositoryId: number; digest: string; method: 'GET' | 'HEAD'; range?: RangeRequest },
+): Promise<ServedBlob> {
+  const row = await linkedBlob(d.db, req.repositoryId, req.digest);
+  if (!row) throw new BlobUnknownError(req.digest, 'blob unknown to registry');
+  const blob: BlobInfo = { digest: row.digest, size: row.size };
+  if (req.method === 'HEAD') return { kind: 'metadata', blob };
+  const range = resolveRange(req.range, blob.size);
+  const candidates = await readCopies(d.placement, row.digest, await cachedPlacements(d.db, d.redis, row));
+  if (candidates.length === 0) throw new BlobUnknownError(req.digest, 'blob has no stored copy');
+  if (blob.size === 0) return { kind: 'stream', blob, location: undefined, body: Readable.from([]), length: 0 };
+  if (d.config.blobServeMode === 'redirect') {
+    const redirect = await presign(d, candidates);
+    if (redirect) return { kind: 'redirect', blob, ...redirect };
+  }
+  return stream(d, candidates, blob, range);
+}
+
+/** A presigned URL of the best copy; undefined when no location can sign (then the bytes are
+ * streamed instead). Signing is local: it does not tell whether the location is up, which is
+ * what the health breaker's ranking is for. */
+async function presign(d: BlobServerDeps, candidates: BlobCopy[]): Promise<{ location: string; url: string } | undefined> {
+  for (const { location: loc, key } of candidates) {
+    try {
+      const url = await loc.driver.presignRead(key, d.config.presignTtlSeconds);
+      count(d, loc, 'redirect');
+      return { location: loc.name, url };
+    } catch (e) {
+      if (!(e instanceof StorageUnavailableError)) throw e;
+    }
+  }
+  return undefined;
+}
+
+/** Opens the first copy that can be read; a copy that is unreachable or missing is skipped (an
+ * outage also counts against the location's breaker). Once bytes flow there is no switching. */
+async function stream(d: BlobServerDeps, candidates: BlobCopy[], blob: BlobInfo, range: { start: number; end: number } | undefined): Promise<ServedBlob> {
+  let lastError: unknown;
+  for (const { location: loc, key } of candidates) {
+    try {
+      const read = await loc.driver.read(key, range);
+      count(d, loc, 'proxy');
+      return { kind: 'stream', blob, location: loc.name, body: read.body, length: read.length, ...(range ? { range } : {}) };
+    } catch (e) {
+      lastError = e;
+      if (e instanceof StorageUnavailableError) await d.placement.health.reportFailure(loc.name, e.message);
+      if (e instanceof StorageUnavailableError || e instanceof ObjectNotFoundError) continue;
+      throw e;
+    }
+  }
+  if (lastError instanceof ObjectNotFoundError) throw new BlobUnknownError(blob.digest, 'blob missing from storage');
+  throw lastError instanceof Error ? lastError : new Error(String(lastError));
+}
+
+function count(d: BlobServerDeps, loc: Location, mode: BlobServeMode): void {
+  d.metrics.process.pulls.inc({ location: loc.name, mode });
+}

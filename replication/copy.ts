@@ -1,0 +1,289 @@
+// The copy engine: copies one blob into one location. It streams from a source location holding
+// a verified copy into the target with a multipart upload, hashes as it goes, reports a
+// checkpoint at every part boundary (the activity heartbeats it) and resumes from one after a
+// crash, verifies the digest, and only then records the placement. Runs without Temporal: the
+// caller passes the previous checkpoint, a heartbeat callback and an abort signal.
+import type { Redis } from 'ioredis';
+import type { CopyInput, CopyResult } from '../contract/replication.ts';
+import type { DbOrTx } from '../db/client.ts';
+import type { Logger } from '../platform/logger.ts';
+import type { ReplicationMetrics } from '../platform/metrics.ts';
+import { blobByDigest, placementsOf } from '../registry/blobs.ts';
+import { parseDigest } from '../registry/digest.ts';
+import { createResumableHasher, createStreamingHasher, restoreHasher } from '../registry/hashing.ts';
+import { type BlobCopy, type PlacementDeps, readCopies } from '../registry/placement.ts';
+import { type CompletedPart, DEFAULT_PART_SIZE, ObjectExistsError, ObjectNotFoundError, type ObjectRead, StorageUnavailableError } from '../storage/driver.ts';
+import type { Location } from '../storage/locations.ts';
+import { MultipartWriter } from '../storage/multipart-writer.ts';
+import { blobKey } from '../storage/paths.ts';
+import { ReplicationError, requireLocation } from './errors.ts';
+import { placementAdded, recordPlacement } from './placements.ts';
+
+export interface CopyDeps {
+  db: DbOrTx;
+  /** The placement cache readers consult. */
+  redis: Redis;
+  /** Where sources are chosen from (this instance's preference, location health). */
+  placement: PlacementDeps;
+  metrics: Pick<ReplicationMetrics, 'copied' | 'failed'>;
+  logger: Logger;
+}
+
+/** What a copy reports at each part boundary: enough to continue the multipart upload after a crash. */
+export interface CopyCheckpoint {
+  source: string;
+  /** Shown in the Temporal UI with the rest of the heartbeat. */
+  target: string;
+  uploadId: string;
+  parts: CompletedPart[];
+  /** Bytes covered by `parts`. */
+  offset: number;
+  /** Hash state after exactly `offset` bytes, base64. */
+  hashState: string;
+}
+
+export interface CopyControl {
+  /** What a previous attempt reported last, if anything. */
+  checkpoint?: CopyCheckpoint;
+  /** Called with each new checkpoint, and while work goes on (a sign of life). */
+  heartbeat(checkpoint?: CopyCheckpoint): void;
+  /** Aborts the copy (the activity was cancelled). */
+  signal: AbortSignal;
+}
+
+/** Blobs up to this size are copied with one PUT (held in memory: bounded by the part size). */
+const SINGLE_PUT_MAX = DEFAULT_PART_SIZE;
+
+class SourceRejected extends Error {
+  constructor(
+    readonly reason: 'digest_mismatch' | 'source_missing' | 'size_mismatch',
+    message: string,
+  ) {
+    super(message);
+  }
+}
+
+/** Where a copy lands: the content address (recordPlacement records no object key). */
+function objectKey(loc: Location, digest: string): string {
+  return blobKey(loc.pathPrefix, digest);
+}
+
+/** Copies `input.digest` into `input.target` from the best location holding a verified copy. */
+export async function copyBlob(d: CopyDeps, input: CopyInput, control: CopyControl): Promise<CopyResult> {
+  const log = d.logger;
+  const target = await requireLocation(d.placement.locations, input.target);
+  if (target.state !== 'active') throw new ReplicationError('locationGone', `location ${target.name} is draining`);
+  const blob = await blobByDigest(d.db, input.digest);
+  if (!blob) throw new ReplicationError('blobGone', `blob ${input.digest} no longer exists`);
+  const placements = await placementsOf(d.db, blob.id);
+  if (placements.some((p) => p.locationId === target.id)) return { target: target.name, source: null, bytesTransferred: 0, resumedFrom: 0, alreadyPresent: true };
+
+  const record = async () => {
+    await d.db.transaction((tx) => recordPlacement(tx, blob.id, target.id));
+    await placementAdded(d.redis, input.digest);
+  };
+
+  const key = objectKey(target, input.digest);
+  const existing = await target.driver.stat(key);
+  if (existing) {
+    if (existing.size === input.size && (await verifyExisting(target, key, input.digest, control))) {
+      await record();
+      return { target: target.name, source: null, bytesTransferred: 0, resumedFrom: 0, alreadyPresent: true };
+    }
+    // Wrong bytes under a content address (a torn write by some other tool): replace them.
+    log.warn({ digest: input.digest, target: target.name }, 'object at content address has wrong content; replacing');
+    await target.driver.delete(key);
+  }
+
+  const sources = (await readCopies(d.placement, input.digest, placements)).filter((c) => c.location.id !== target.id);
+  const checkpoint = control.checkpoint;
+  // Resume from the source we were copying from when we can.
+  if (checkpoint) sources.sort((a, b) => Number(b.location.name === checkpoint.source) - Number(a.location.name === checkpoint.source));
+  const rejected: string[] = [];
+  let outage: string | undefined;
+  for (const copy of sources) {
+    const source = copy.location;
+    try {
+      const r = await copyFrom(d, copy, target, input, control);
+      await record();
+      await d.metrics.copied(source.name, target.name, r.bytesTransferred);
+      log.info({ digest: input.digest, source: source.name, target: target.name, bytes: r.bytesTransferred, resumedFrom: r.resumedFrom }, 'blob copied');
+      return { target: target.name, source: source.name, ...r, alreadyPresent: false };
+    } catch (e) {
+      if (e instanceof SourceRejected) {
+        await d.metrics.failed(e.reason, source.name, target.name);
+        log.warn({ digest: input.digest, source: source.name, target: target.name, reason: e.reason }, e.message);
+        rejected.push(`${source.name}: ${e.message}`);
+        continue;
+      }
+      if (e instanceof StorageUnavailableError) {
+        await d.metrics.failed(e.location === target.name ? 'target_unavailable' : 'source_unavailable', source.name, target.name);
+        await d.placement.health.reportFailure(e.location, e.message);
+        if (e.location === target.name) throw new ReplicationError('targetUnavailable', e.message);
+        outage = e.message;
+        continue;
+      }
+      throw e;
+    }
+  }
+  if (outage || sources.length === 0) {
+    // Every source is unreachable (or none is known yet): retried with backoff until one is back.
+    throw new ReplicationError('sourcesUnavailable', outage ?? `no location holds ${input.digest} yet`);
+  }
+  throw new ReplicationError('noGoodSource', `no location has a good copy of ${input.digest}`, rejected);
+}
+
+/** Hashes an object already in the target (a previous attempt finished the upload but did
+ * not record it): trust nothing that was not verified. */
+async function verifyExisting(loc: Location, key: string, digest: string, control: CopyControl): Promise<boolean> {
+  const h = createStreamingHasher(parseDigest(digest).algorithm);
+  const r = await loc.driver.read(key);
+  for await (const c of r.body) {
+    h.update(c as Buffer);
+    control.heartbeat();
+  }
+  return h.digest() === digest;
+}
+
+async function copyFrom(
+  d: CopyDeps,
+  { location: source, key: sourceKey }: BlobCopy,
+  target: Location,
+  input: CopyInput,
+  control: CopyControl,
+): Promise<{ bytesTransferred: number; resumedFrom: number }> {
+  const key = objectKey(target, input.digest);
+  const checkpoint = control.checkpoint;
+  const { algorithm } = parseDigest(input.digest);
+
+  if (input.size === 0) {
+    try {
+      await target.driver.write(key, Buffer.alloc(0), { ifAbsent: true });
+    } catch (e) {
+      if (!(e instanceof ObjectExistsError)) throw e;
+    }
+    return { bytesTransferred: 0, resumedFrom: 0 };
+  }
+
+  // Small blobs: one GET and one PUT, nothing to checkpoint.
+  if (input.size <= SINGLE_PUT_MAX && !checkpoint) return copySmall(source, target, input, sourceKey, key);
+
+  let offset = 0;
+  let hasher = await createResumableHasher(algorithm);
+  let uploadId: string | undefined;
+  let parts: CompletedPart[] = [];
+  if (checkpoint && checkpoint.source === source.name) {
+    try {
+      const present = await target.driver.listParts(key, checkpoint.uploadId);
+      const intact = checkpoint.parts.every((p) => present.some((q) => q.partNumber === p.partNumber && q.etag === p.etag));
+      if (intact) {
+        offset = checkpoint.offset;
+        hasher = await restoreHasher(Buffer.from(checkpoint.hashState, 'base64'));
+        uploadId = checkpoint.uploadId;
+        parts = checkpoint.parts;
+        d.logger.info({ digest: input.digest, target: target.name, offset }, 'resuming copy from heartbeat');
+      }
+    } catch (e) {
+      if (!(e instanceof ObjectNotFoundError)) throw e;
+    }
+  }
+
+  const read = await openSource(source, sourceKey, input, offset);
+
+  // Part boundaries: the hash state after each part, in order. A checkpoint is the last
+  // boundary whose part and every earlier part are uploaded.
+  let cutOffset = offset;
+  const boundaries = new Map<number, { end: number; state: string }>();
+  const done = new Map<number, CompletedPart>(parts.map((p) => [p.partNumber, p]));
+  let contiguous = Math.max(0, ...parts.map((p) => p.partNumber));
+  let latest: CopyCheckpoint | undefined = uploadId ? checkpoint : undefined;
+  const writer: MultipartWriter = new MultipartWriter(target.driver, key, {
+    uploadId,
+    parts,
+    onCut: (bytes, n) => {
+      hasher.update(bytes);
+      cutOffset += bytes.length;
+      boundaries.set(n, { end: cutOffset, state: hasher.save().toString('base64') });
+    },
+    onPart: (p) => {
+      done.set(p.partNumber, p);
+      const before = contiguous;
+      while (done.has(contiguous + 1) && boundaries.has(contiguous + 1)) contiguous++;
+      if (contiguous === before || !writer.uploadId) return;
+      const b = boundaries.get(contiguous)!;
+      latest = {
+        source: source.name,
+        target: target.name,
+        uploadId: writer.uploadId,
+        parts: [...done.values()].filter((q) => q.partNumber <= contiguous).sort((x, y) => x.partNumber - y.partNumber),
+        offset: b.end,
+        hashState: b.state,
+      };
+      control.heartbeat(latest);
+    },
+  });
+  // Heartbeat even while a part is uploading, so a slow part is not taken for a dead worker.
+  const beat = setInterval(() => control.heartbeat(latest), 2000);
+  const abort = () => read.body.destroy(new Error('copy cancelled'));
+  control.signal.addEventListener('abort', abort);
+  let transferred = 0;
+  try {
+    for await (const chunk of read.body) {
+      transferred += (chunk as Buffer).length;
+      await writer.write(chunk as Buffer);
+    }
+    await writer.flushRemainder();
+    const all = await writer.parts();
+    const actual = hasher.digest();
+    if (actual !== input.digest) {
+      await writer.abort();
+      throw new SourceRejected('digest_mismatch', `bytes from ${source.name} hash to ${actual}, not ${input.digest}`);
+    }
+    try {
+      await target.driver.completeMultipart(key, writer.uploadId!, all, { ifAbsent: true });
+    } catch (e) {
+      if (!(e instanceof ObjectExistsError)) throw e;
+      // Another copy of the same content won the race; ours is redundant.
+      await writer.abort();
+    }
+    return { bytesTransferred: transferred, resumedFrom: offset };
+  } finally {
+    // On failure the multipart upload is kept: the next attempt resumes from the checkpoint.
+    clearInterval(beat);
+    control.signal.removeEventListener('abort', abort);
+  }
+}
+
+/** Opens the source object from `offset`; a missing object or a wrong size rejects the source. */
+async function openSource(source: Location, sourceKey: string, input: CopyInput, offset: number): Promise<ObjectRead> {
+  let read: ObjectRead;
+  try {
+    read = await source.driver.read(sourceKey, offset > 0 ? { start: offset } : undefined);
+  } catch (e) {
+    if (e instanceof ObjectNotFoundError) throw new SourceRejected('source_missing', `${source.name} has no object for ${input.digest}`);
+    throw e;
+  }
+  if (read.totalSize !== input.size) {
+    read.body.destroy();
+    throw new SourceRejected('size_mismatch', `${source.name} holds ${read.totalSize} bytes for ${input.digest}, expected ${input.size}`);
+  }
+  return read;
+}
+
+async function copySmall(source: Location, target: Location, input: CopyInput, sourceKey: string, key: string): Promise<{ bytesTransferred: number; resumedFrom: number }> {
+  const read = await openSource(source, sourceKey, input, 0);
+  const chunks: Buffer[] = [];
+  const h = createStreamingHasher(parseDigest(input.digest).algorithm);
+  for await (const c of read.body) {
+    chunks.push(c as Buffer);
+    h.update(c as Buffer);
+  }
+  const actual = h.digest();
+  if (actual !== input.digest) throw new SourceRejected('digest_mismatch', `bytes from ${source.name} hash to ${actual}, not ${input.digest}`);
+  try {
+    await target.driver.write(key, Buffer.concat(chunks, input.size), { ifAbsent: true });
+  } catch (e) {
+    if (!(e instanceof ObjectExistsError)) throw e;
+  }
+  return { bytesTransferred: input.size, resumedFrom: 0 };
+}
