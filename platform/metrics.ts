@@ -12,15 +12,37 @@ const KEYS = {
   bytes: 'metrics:replication:bytes',
   failures: 'metrics:replication:failures',
   lag: 'metrics:replication:lag',
+  regionBytes: 'metrics:replication:region_bytes',
 };
+
+/** Where bytes travelled: the region of whoever receives them (the client of an API instance,
+ * the target of a copy) and the storage location they were read from. */
+export interface ByteRoute {
+  clientRegion: string;
+  location: string;
+  locationRegion: string;
+}
+
+/** "true" when the bytes crossed between regions: what a nearest-region design keeps at 0. */
+export function crossRegion(r: ByteRoute): 'true' | 'false' {
+  return r.clientRegion === r.locationRegion ? 'false' : 'true';
+}
 
 /** Cluster-wide replication counters, written by copy workers. Never throws. */
 export class ReplicationMetrics {
   constructor(private readonly redis: Redis) {}
 
-  async copied(source: string, target: string, bytes: number): Promise<void> {
-    const field = `${source}|${target}`;
-    await this.redis.multi().hincrby(KEYS.copies, field, 1).hincrby(KEYS.bytes, field, bytes).exec().catch(() => {});
+  /** A completed copy of `bytes` bytes read from `route.location` into `target` (in `route.clientRegion`). */
+  async copied(route: ByteRoute, target: string, bytes: number): Promise<void> {
+    const field = `${route.location}|${target}`;
+    const regionField = `${route.clientRegion}|${route.location}|${route.locationRegion}`;
+    await this.redis
+      .multi()
+      .hincrby(KEYS.copies, field, 1)
+      .hincrby(KEYS.bytes, field, bytes)
+      .hincrby(KEYS.regionBytes, regionField, bytes)
+      .exec()
+      .catch(() => {});
   }
 
   async failed(reason: string, source: string, target: string): Promise<void> {
@@ -41,12 +63,14 @@ export class ReplicationMetrics {
     let bytes: Record<string, string> = {};
     let failures: Record<string, string> = {};
     let lag: Record<string, string> = {};
+    let regionBytes: Record<string, string> = {};
     try {
-      [copies, bytes, failures, lag] = await Promise.all([
+      [copies, bytes, failures, lag, regionBytes] = await Promise.all([
         this.redis.hgetall(KEYS.copies),
         this.redis.hgetall(KEYS.bytes),
         this.redis.hgetall(KEYS.failures),
         this.redis.hgetall(KEYS.lag),
+        this.redis.hgetall(KEYS.regionBytes),
       ]);
     } catch {
       return '# replication metrics unavailable: Redis unreachable\n';
@@ -64,6 +88,13 @@ export class ReplicationMetrics {
     for (const [k, v] of Object.entries(bytes)) {
       const [s, t] = k.split('|');
       lines.push(`meridian_replication_bytes_total{source="${esc(s!)}",target="${esc(t!)}"} ${v}`);
+    }
+    lines.push('# HELP meridian_copied_bytes_total Bytes read by replication copies, by the region copied into (client_region) and the location read from.');
+    lines.push('# TYPE meridian_copied_bytes_total counter');
+    for (const [k, v] of Object.entries(regionBytes)) {
+      const [clientRegion, location, locationRegion] = k.split('|') as [string, string, string];
+      const cross = crossRegion({ clientRegion, location, locationRegion });
+      lines.push(`meridian_copied_bytes_total{client_region="${esc(clientRegion)}",location="${esc(location)}",location_region="${esc(locationRegion)}",cross_region="${cross}"} ${v}`);
     }
     lines.push('# HELP meridian_replication_failures_total Failed copy attempts, by reason, source and target.');
     lines.push('# TYPE meridian_replication_failures_total counter');
@@ -85,6 +116,7 @@ export class ReplicationMetrics {
 export class ProcessMetrics {
   readonly registry = new Registry();
   readonly pulls: Counter<'location' | 'mode'>;
+  readonly servedBytes: Counter<'client_region' | 'location' | 'location_region' | 'cross_region' | 'mode'>;
 
   constructor() {
     collectDefaultMetrics({ register: this.registry, prefix: 'meridian_process_' });
@@ -94,5 +126,17 @@ export class ProcessMetrics {
       labelNames: ['location', 'mode'],
       registers: [this.registry],
     });
+    this.servedBytes = new Counter({
+      name: 'meridian_blob_served_bytes_total',
+      help: 'Blob bytes this instance served to its clients (client_region, the region of its nearest location), by the location they came from: streamed through it (proxy) or fetched by the client from a presigned URL (redirect, counted when redirected).',
+      labelNames: ['client_region', 'location', 'location_region', 'cross_region', 'mode'],
+      registers: [this.registry],
+    });
+  }
+
+  /** Counts `bytes` of a blob served to this instance's clients from `route.location`. */
+  served(route: ByteRoute, mode: 'redirect' | 'proxy', bytes: number): void {
+    this.pulls.inc({ location: route.location, mode });
+    this.servedBytes.inc({ client_region: route.clientRegion, location: route.location, location_region: route.locationRegion, cross_region: crossRegion(route), mode }, bytes);
   }
 }

@@ -15,7 +15,7 @@ import { type BlobCopy, readCopies } from './placement.ts';
 
 export type BlobServerDeps = Pick<Services, 'db' | 'redis' | 'placement'> & {
   config: Pick<Config, 'blobServeMode' | 'presignTtlSeconds'>;
-  metrics: { process: Pick<Services['metrics']['process'], 'pulls'> };
+  metrics: { process: Pick<Services['metrics']['process'], 'served'> };
 };
 
 /** A byte range as the client asked for it (`bytes=a-b`, `bytes=a-`, `bytes=-n`), or a Range
@@ -89,7 +89,8 @@ export async function serveBlob(
   if (candidates.length === 0) throw new BlobUnknownError(req.digest, 'blob has no stored copy');
   if (blob.size === 0) return { kind: 'stream', blob, location: undefined, body: Readable.from([]), length: 0 };
   if (d.config.blobServeMode === 'redirect') {
-    const redirect = await presign(d, candidates);
+    // The client fetches what it asked for (its Range goes to the presigned URL too).
+    const redirect = await presign(d, candidates, range ? range.end - range.start + 1 : blob.size);
     if (redirect) return { kind: 'redirect', blob, ...redirect };
   }
   return stream(d, candidates, blob, range);
@@ -98,11 +99,11 @@ export async function serveBlob(
 /** A presigned URL of the best copy; undefined when no location can sign (then the bytes are
  * streamed instead). Signing is local: it does not tell whether the location is up, which is
  * what the health breaker's ranking is for. */
-async function presign(d: BlobServerDeps, candidates: BlobCopy[]): Promise<{ location: string; url: string } | undefined> {
+async function presign(d: BlobServerDeps, candidates: BlobCopy[], bytes: number): Promise<{ location: string; url: string } | undefined> {
   for (const { location: loc, key } of candidates) {
     try {
       const url = await loc.driver.presignRead(key, d.config.presignTtlSeconds);
-      count(d, loc, 'redirect');
+      count(d, loc, 'redirect', bytes);
       return { location: loc.name, url };
     } catch (e) {
       if (!(e instanceof StorageUnavailableError)) throw e;
@@ -118,7 +119,7 @@ async function stream(d: BlobServerDeps, candidates: BlobCopy[], blob: BlobInfo,
   for (const { location: loc, key } of candidates) {
     try {
       const read = await loc.driver.read(key, range);
-      count(d, loc, 'proxy');
+      count(d, loc, 'proxy', read.length);
       return { kind: 'stream', blob, location: loc.name, body: read.body, length: read.length, ...(range ? { range } : {}) };
     } catch (e) {
       lastError = e;
@@ -131,6 +132,11 @@ async function stream(d: BlobServerDeps, candidates: BlobCopy[], blob: BlobInfo,
   throw lastError instanceof Error ? lastError : new Error(String(lastError));
 }
 
-function count(d: BlobServerDeps, loc: Location, mode: BlobServeMode): void {
-  d.metrics.process.pulls.inc({ location: loc.name, mode });
+/** Counts the pull and its bytes by where they travel: from `loc` to this instance's clients,
+ * whose region is that of the instance's nearest location (a regional deployment behind a
+ * global load balancer, as Quay runs one). */
+function count(d: BlobServerDeps, loc: Location, mode: BlobServeMode, bytes: number): void {
+  const nearest = d.placement.preference[0];
+  const clientRegion = (nearest && d.placement.locations.byName(nearest)?.region) || nearest || 'unknown';
+  d.metrics.process.served({ clientRegion, location: loc.name, locationRegion: loc.region }, mode, bytes);
 }

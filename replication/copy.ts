@@ -106,7 +106,7 @@ export async function copyBlob(d: CopyDeps, input: CopyInput, control: CopyContr
     try {
       const r = await copyFrom(d, copy, target, input, control);
       await record();
-      await d.metrics.copied(source.name, target.name, r.bytesTransferred);
+      await d.metrics.copied({ clientRegion: target.region, location: source.name, locationRegion: source.region }, target.name, r.bytesTransferred);
       log.info({ digest: input.digest, source: source.name, target: target.name, bytes: r.bytesTransferred, resumedFrom: r.resumedFrom }, 'blob copied');
       return { target: target.name, source: source.name, ...r, alreadyPresent: false };
     } catch (e) {
