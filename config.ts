@@ -1,6 +1,7 @@
-// The one place that reads the environment. Every setting has a default that works with
-// `npm start` on one machine; a bad value stops start-up with a one-line message naming the
-// variable (ConfigError), never a stack trace.
+// The one place that reads the environment. Every setting but the two keys has a default that
+// works with `npm start` on one machine (which generates the keys); a bad or missing value stops
+// start-up with a one-line message naming the variable (ConfigError), never a stack trace.
+import { randomBytes } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { availableParallelism } from 'node:os';
 
@@ -92,8 +93,6 @@ export interface Config {
 
 type Env = Record<string, string | undefined>;
 
-const DEV_SECRET_KEY = 'bWVyaWRpYW4tZGV2LW9ubHktc2VjcmV0LWtleS0zMmI='; // 32 bytes, dev only
-const DEV_TOKEN_KEY = 'bWVyaWRpYW4tZGV2LW9ubHktdG9rZW4tc2lnbmluZy1rZXk='; // dev only
 
 function str(env: Env, name: string, fallback: string): string {
   const v = env[name];
@@ -137,8 +136,16 @@ function hostPort(env: Env, name: string, fallback: string): string {
   return raw;
 }
 
-function key(env: Env, name: string, fallback: string, minBytes: number): Buffer {
-  return parseKey(name, str(env, name, fallback), minBytes);
+/** A key the instance cannot run safely without: there is no fallback (a fixed default would let
+ * anyone sign superuser tokens or open sealed secrets). Tools that neither seal nor sign (migrations,
+ * `temporal setup`) load with `requireKeys: false` and get a random key nobody else knows. */
+function key(env: Env, name: string, minBytes: number, required: boolean): Buffer {
+  const raw = env[name];
+  if (raw === undefined || raw === '') {
+    if (required) throw new ConfigError(name, `is required (${minBytes} random bytes, base64 or hex: openssl rand -base64 ${minBytes}); \`npm start\` generates one into .data/keys.env`);
+    return randomBytes(minBytes);
+  }
+  return parseKey(name, raw, minBytes);
 }
 
 function parseKey(name: string, raw: string, minBytes: number): Buffer {
@@ -208,7 +215,13 @@ export function redactUrl(raw: string): string {
   return raw.replace(/(\/\/[^:/@]+:)[^@/]*@/, '$1***@');
 }
 
-export function loadConfig(env: Env = process.env): Config {
+export interface LoadOptions {
+  /** False only for tools that neither seal secrets nor sign or check tokens. Default true. */
+  requireKeys?: boolean;
+}
+
+export function loadConfig(env: Env = process.env, opts: LoadOptions = {}): Config {
+  const requireKeys = opts.requireKeys ?? true;
   const port = int(env, 'PORT', 5000, 0, 65535);
   const host = str(env, 'HOST', '127.0.0.1');
   const storagePreference = list(env, 'MERIDIAN_STORAGE_PREFERENCE', ['us-east', 'eu-west', 'ap-south']);
@@ -241,11 +254,11 @@ export function loadConfig(env: Env = process.env): Config {
     presignTtlSeconds: int(env, 'MERIDIAN_PRESIGN_TTL_SECONDS', 600, 10, 7 * 24 * 3600),
     superusers: list(env, 'MERIDIAN_SUPERUSERS', ['admin']),
     adminPassword: env.MERIDIAN_ADMIN_PASSWORD || undefined,
-    secretKey: key(env, 'MERIDIAN_SECRET_KEY', DEV_SECRET_KEY, 32).subarray(0, 32),
+    secretKey: key(env, 'MERIDIAN_SECRET_KEY', 32, requireKeys).subarray(0, 32),
     previousSecretKeys: list(env, 'MERIDIAN_SECRET_KEY_PREVIOUS', []).map((raw) =>
       parseKey('MERIDIAN_SECRET_KEY_PREVIOUS', raw, 32).subarray(0, 32),
     ),
-    tokenSigningKey: key(env, 'MERIDIAN_TOKEN_KEY', DEV_TOKEN_KEY, 32),
+    tokenSigningKey: key(env, 'MERIDIAN_TOKEN_KEY', 32, requireKeys),
     tokenTtlSeconds: int(env, 'MERIDIAN_TOKEN_TTL_SECONDS', 300, 30, 86400),
     mirrorRollbackDefault: bool(env, 'MERIDIAN_REPO_MIRROR_ROLLBACK', false),
     mirrorAllowedHosts: list(env, 'MERIDIAN_MIRROR_ALLOWED_HOSTS', []),

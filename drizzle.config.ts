@@ -5,6 +5,6 @@ export default defineConfig({
   dialect: 'postgresql',
   schema: './db/schema.ts',
   out: './db/migrations',
-  dbCredentials: { url: loadConfig().databaseUrl },
+  dbCredentials: { url: loadConfig(process.env, { requireKeys: false }).databaseUrl },
   migrations: { table: '__drizzle_migrations', schema: 'public' },
 });

@@ -34,7 +34,7 @@ export async function ensureDatabase(databaseUrl: string): Promise<void> {
 
 if (process.argv[1] && fileURLToPath(import.meta.url) === process.argv[1]) {
   const { loadConfig } = await import('../config.ts');
-  const cfg = loadConfig();
+  const cfg = loadConfig(process.env, { requireKeys: false });
   await ensureDatabase(cfg.databaseUrl);
   if (!process.argv.includes('--create-database-only')) {
     await applyMigrations(cfg.databaseUrl);

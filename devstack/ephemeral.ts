@@ -25,6 +25,8 @@ export interface EphemeralStack {
   temporalEnv: Record<string, string>;
   regions: DevRegion[];
   s3Credentials: { accessKeyId: string; secretAccessKey: string };
+  /** MERIDIAN_SECRET_KEY and MERIDIAN_TOKEN_KEY, generated for this stack (there are no default keys). */
+  keys: Record<string, string>;
   dataDir: string;
   /** Environment for a Meridian process pointed at this stack. */
   env(overrides?: Record<string, string>): Record<string, string>;
@@ -50,6 +52,7 @@ export async function startEphemeralStack(opts: {
   const databaseUrl = dbUrl.toString();
   const redisKeyPrefix = `meridian-${opts.name}-${runId}:`;
   const s3Credentials = { accessKeyId: `meridian-${opts.name}`, secretAccessKey: randomBytes(12).toString('hex') };
+  const keys = { MERIDIAN_SECRET_KEY: randomBytes(32).toString('base64'), MERIDIAN_TOKEN_KEY: randomBytes(32).toString('base64') };
   const regions = await Promise.all(devRegions(0).map(async (r) => ({ ...r, port: await freePort() })));
   const temporalDbPrefix = `${dbName}_temporal`;
   const realTemporal =
@@ -105,9 +108,11 @@ export async function startEphemeralStack(opts: {
     temporalEnv,
     regions,
     s3Credentials,
+    keys,
     dataDir,
     env: (overrides = {}) => ({
       ...temporalEnv,
+      ...keys,
       DATABASE_URL: databaseUrl,
       REDIS_URL: redisUrl,
       MERIDIAN_REDIS_PREFIX: redisKeyPrefix,

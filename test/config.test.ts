@@ -1,5 +1,10 @@
 import { describe, expect, it } from 'vitest';
-import { ConfigError, loadConfig } from '../config.ts';
+import { randomBytes } from 'node:crypto';
+import { ConfigError, loadConfig as loadFullConfig } from '../config.ts';
+
+const KEYS = { MERIDIAN_SECRET_KEY: randomBytes(32).toString('base64'), MERIDIAN_TOKEN_KEY: randomBytes(32).toString('hex') };
+/** Loads with both keys set, unless the environment given names them. */
+const loadConfig = (env: Record<string, string>) => loadFullConfig({ ...KEYS, ...env });
 
 function configError(env: Record<string, string>): ConfigError {
   try {
@@ -37,6 +42,8 @@ describe('configuration', () => {
     [{ MERIDIAN_STORAGE_PREFERENCE: 'us-east,us-east' }, 'MERIDIAN_STORAGE_PREFERENCE', /twice/],
     [{ MERIDIAN_BLOB_SERVE_MODE: 'teleport' }, 'MERIDIAN_BLOB_SERVE_MODE', /redirect or proxy/],
     [{ MERIDIAN_SECRET_KEY: 'c2hvcnQ=' }, 'MERIDIAN_SECRET_KEY', /32 bytes/],
+    [{ MERIDIAN_SECRET_KEY: '' }, 'MERIDIAN_SECRET_KEY', /is required/],
+    [{ MERIDIAN_TOKEN_KEY: '' }, 'MERIDIAN_TOKEN_KEY', /is required/],
     [{ MERIDIAN_REPO_MIRROR_ROLLBACK: 'maybe' }, 'MERIDIAN_REPO_MIRROR_ROLLBACK', /true or false/],
   ])('names the bad variable in %o', (env, variable, problem) => {
     const e = configError(env);

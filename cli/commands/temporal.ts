@@ -27,7 +27,7 @@ export function temporalCommand(io: CliIo): Command {
       ]);
       let config;
       try {
-        config = loadConfig(io.env);
+        config = loadConfig(io.env, { requireKeys: false });
       } catch (e) {
         if (e instanceof ConfigError) throw new CliError(e.message, 2);
         throw e;

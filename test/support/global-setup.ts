@@ -35,6 +35,7 @@ export default async function setup(project: TestProject) {
     temporalNamespace: 'default',
     regions: eph.regions,
     s3Credentials: eph.s3Credentials,
+    keys: eph.keys,
     dataDir: eph.dataDir,
     workflowBundlePath: bundlePath,
     controlUrl: control.url,

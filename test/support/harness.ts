@@ -37,6 +37,7 @@ export function testEnv(overrides: Record<string, string | undefined> = {}): Rec
   const s = stackInfo();
   return {
     ...s.temporalEnv,
+    ...s.keys,
     DATABASE_URL: s.databaseUrl,
     REDIS_URL: s.redisUrl,
     MERIDIAN_REDIS_PREFIX: s.redisKeyPrefix,

@@ -22,7 +22,7 @@ dbUrl.pathname = `/${dbName}`;
 
 // What `meridian temporal setup` does for a deployment's namespace (without its schedules).
 const namespace = `test-${id}`;
-const connection = await Connection.connect(temporalConnectOptions(loadConfig({ ...base.temporalEnv, TEMPORAL_ADDRESS: base.temporalAddress }).temporal));
+const connection = await Connection.connect(temporalConnectOptions(loadConfig({ ...base.temporalEnv, TEMPORAL_ADDRESS: base.temporalAddress }, { requireKeys: false }).temporal));
 await ensureNamespace(connection, namespace, 1);
 await ensureSearchAttributes(connection, namespace);
 await waitForNamespace(connection, namespace);

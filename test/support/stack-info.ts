@@ -12,6 +12,8 @@ export interface StackInfo {
   temporalNamespace: string;
   regions: { name: string; port: number }[];
   s3Credentials: { accessKeyId: string; secretAccessKey: string };
+  /** MERIDIAN_SECRET_KEY and MERIDIAN_TOKEN_KEY of the test stack. */
+  keys: Record<string, string>;
   dataDir: string;
   workflowBundlePath: string;
   controlUrl: string;
