@@ -82,6 +82,23 @@ async function cancelRunning(client: Client, db: DbOrTx, repository: string, con
   return cancelled;
 }
 
+/** A sync-now arrived while the previous sync's workflow was finishing; retry shortly. */
+export class SyncStillClosingError extends Error {
+  constructor(repository: string) {
+    super(`the previous sync of ${repository} is still closing; the requested sync starts once it has`);
+    this.name = 'SyncStillClosingError';
+  }
+}
+
+async function hasSyncingRun(db: DbOrTx, configId: number): Promise<boolean> {
+  const [row] = await db
+    .select({ id: mirrorRuns.id })
+    .from(mirrorRuns)
+    .where(and(eq(mirrorRuns.configId, configId), eq(mirrorRuns.status, 'SYNCING')))
+    .limit(1);
+  return row !== undefined;
+}
+
 export async function reconcileMirror(deps: { db: DbOrTx; client: Client; logger: Logger }, repository: string): Promise<ReconcileResult> {
   const { client } = deps;
   return deps.db.transaction(async (tx) => {
@@ -127,6 +144,12 @@ export async function reconcileMirror(deps: { db: DbOrTx; client: Client; logger
     }
     let triggered = false;
     let cancelled: string[] = [];
+    if (cfg.syncStatus === 'SYNC_NOW' && running.length > 0 && !(await hasSyncingRun(tx, cfg.id))) {
+      // The previous sync has recorded its outcome but its workflow is still closing (announcing
+      // the result); a trigger now would be skipped and the request lost. Retried (the reconcile
+      // activity's policy) until that workflow has closed.
+      throw new SyncStillClosingError(repository);
+    }
     if (cfg.syncStatus === 'SYNC_NOW' && running.length === 0) {
       // SKIP: a trigger never starts a second sync next to a running one.
       await handle.trigger(ScheduleOverlapPolicy.SKIP);
