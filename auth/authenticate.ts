@@ -7,10 +7,12 @@ import { createHash, timingSafeEqual } from 'node:crypto';
 import { and, eq, gt, isNull, or } from 'drizzle-orm';
 import { namespaces, robots, tokens, users } from '../db/schema.ts';
 import type { Services } from '../platform/services.ts';
+import type { AccessSnapshot } from './access-cache.ts';
+import { verifyRegistryTokenCached } from './access-cache.ts';
 import { robotByName, userByName } from './accounts.ts';
 import { tokenHash, verifyPassword } from './passwords.ts';
 import type { Principal } from './principal.ts';
-import { type TokenAccess, verifyRegistryToken } from './tokens.ts';
+import type { TokenAccess } from './tokens.ts';
 
 export class AuthenticationError extends Error {
   constructor(message: string) {
@@ -47,16 +49,17 @@ function userPrincipal(s: Services, user: { id: number; username: string }): Pri
   return { kind: 'user', userId: user.id, username: user.username, superuser: s.config.superusers.includes(user.username) };
 }
 
-/** Verifies a user's password or a robot's token. Null when they do not match. */
-export async function verifyCredentials(s: Services, name: string, secret: string): Promise<Principal | null> {
+/** Verifies a user's password or a robot's token. Null when they do not match. With a snapshot,
+ * the account rows are read once per access version (see access-cache.ts). */
+export async function verifyCredentials(s: Services, name: string, secret: string, snap?: AccessSnapshot): Promise<Principal | null> {
   if (name === '' || name.length > 512 || secret === '' || secret.length > 1024) return null;
   if (name.includes('+')) {
     // Robot tokens are long random strings: a SHA-256 lookup is fast, no cache needed.
-    const robot = await robotByName(s.db, name);
+    const robot = await (snap ? snap.memo(`robot:${name}`, () => robotByName(s.db, name)) : robotByName(s.db, name));
     if (!robot || !sameHash(robot.tokenHash, tokenHash(secret))) return null;
     return { kind: 'robot', robotId: robot.id, name: `${robot.namespaceName}+${robot.shortName}`, namespaceId: robot.namespaceId };
   }
-  const user = await userByName(s.db, name);
+  const user = await (snap ? snap.memo(`user:${name}`, () => userByName(s.db, name)) : userByName(s.db, name));
   if (!user?.enabled || !user.passwordHash) return null;
   const key = cacheKey(name, secret);
   const hit = basicCache.get(key);
@@ -104,8 +107,12 @@ async function apiTokenPrincipal(s: Services, token: string): Promise<Principal 
 /** The token's principal as it is now: null when the user was disabled or deleted or the robot
  * deleted since the token was issued (tokens live minutes; a removed account must stop at once).
  * Superuser status is read from the configuration, not trusted from the token. */
-async function currentPrincipal(s: Services, p: Principal): Promise<Principal | null> {
+async function currentPrincipal(s: Services, p: Principal, snap?: AccessSnapshot): Promise<Principal | null> {
   if (p.kind === 'anonymous') return p;
+  if (snap) {
+    const key = p.kind === 'user' ? `current:u:${p.userId}:${p.username}` : `current:r:${p.robotId}`;
+    return snap.memo(key, () => currentPrincipal(s, p));
+  }
   if (p.kind === 'user') {
     const [u] = await s.db.select({ id: users.id, username: users.username, enabled: users.enabled }).from(users).where(eq(users.id, p.userId));
     return u?.enabled && u.username === p.username ? userPrincipal(s, u) : null;
@@ -119,21 +126,21 @@ async function currentPrincipal(s: Services, p: Principal): Promise<Principal | 
  * tokens on /v2, API tokens on /api/v1. Throws AuthenticationError for credentials that are
  * present but wrong; no header is the anonymous principal.
  */
-export async function authenticate(s: Services, header: string | undefined, bearer: 'registry' | 'api'): Promise<Authenticated> {
+export async function authenticate(s: Services, header: string | undefined, bearer: 'registry' | 'api', snap?: AccessSnapshot): Promise<Authenticated> {
   if (!header) return { principal: { kind: 'anonymous' }, via: 'none' };
   if (header.length > 8192) throw new AuthenticationError('Authorization header too large');
   if (/^Basic\s/i.test(header)) {
     const creds = parseBasic(header);
     if (!creds) throw new AuthenticationError('malformed Basic credentials');
-    const principal = await verifyCredentials(s, creds.name, creds.secret);
+    const principal = await verifyCredentials(s, creds.name, creds.secret, snap);
     if (!principal) throw new AuthenticationError('invalid username or password');
     return { principal, via: 'basic' };
   }
   const m = /^Bearer\s+(\S+)\s*$/i.exec(header);
   if (!m) throw new AuthenticationError('unsupported Authorization scheme');
   if (bearer === 'registry') {
-    const verified = await verifyRegistryToken(s.config, m[1]!);
-    const principal = verified && (await currentPrincipal(s, verified.principal));
+    const verified = await verifyRegistryTokenCached(s.config, m[1]!);
+    const principal = verified && (await currentPrincipal(s, verified.principal, snap));
     if (!verified || !principal) throw new AuthenticationError('invalid or expired token');
     return { principal, via: 'registry-token', access: verified.access };
   }

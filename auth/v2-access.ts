@@ -8,6 +8,7 @@
 import type { IncomingHttpHeaders } from 'node:http';
 import { OciError } from '../api/v2/errors.ts';
 import type { Services } from '../platform/services.ts';
+import { accessSnapshot } from './access-cache.ts';
 import { AuthenticationError, authenticate } from './authenticate.ts';
 import { repositoryAccess, visibleRepositoryNames } from './permissions.ts';
 import type { Repository } from '../registry/repositories.ts';
@@ -52,9 +53,10 @@ export function isInsufficientScope(e: unknown): boolean {
  * an authenticated principal is refused (including writes to a mirror repository).
  *
  * A bearer token is an upper bound, not a licence: the request needs the action in the token
- * AND in the principal's permissions now. Permissions are read from the database on every
- * request (nothing is cached), so a revoked grant, a deleted robot or a repository switched to
- * MIRROR takes effect on the next request rather than when the token expires.
+ * AND in the principal's permissions now. Permissions are read from the database, or from this
+ * process's cache of the current access version (access-cache.ts: every change to them bumps the
+ * version in the same transaction), so a revoked grant, a deleted robot or a repository switched
+ * to MIRROR takes effect on the next request rather than when the token expires.
  */
 export async function authorizeV2(s: Services, headers: IncomingHttpHeaders, req: V2AccessRequest): Promise<Principal> {
   return (await authorizeV2Repository(s, headers, req)).principal;
@@ -69,9 +71,10 @@ export async function authorizeV2Repository(
 ): Promise<{ principal: Principal; repo: Repository | undefined }> {
   const scope = req.catalog ? 'registry:catalog:*' : req.repository ? formatScope('repository', req.repository, req.actions) : undefined;
   const header = typeof headers.authorization === 'string' && headers.authorization !== '' ? headers.authorization : undefined;
+  const snap = await accessSnapshot(s.sql);
   let auth;
   try {
-    auth = await authenticate(s, header, 'registry');
+    auth = await authenticate(s, header, 'registry', snap);
   } catch (e) {
     if (e instanceof AuthenticationError) throw unauthorized(s, e.message, scope, /^Bearer\s/i.test(header ?? '') ? 'invalid_token' : undefined);
     throw e;
@@ -92,7 +95,8 @@ export async function authorizeV2Repository(
     return { principal, repo: undefined };
   }
 
-  const access = await repositoryAccess(s.db, principal, req.repository);
+  const repository = req.repository;
+  const access = await snap.memo(`access:${principalKey(principal)}:${repository}`, () => repositoryAccess(s.db, principal, repository));
   const missing = req.actions.filter((a) => !access.actions.has(a));
   if (missing.length === 0) {
     // Allowed now; a token must also carry the scope, otherwise the client fetches a new one.
@@ -109,6 +113,10 @@ export async function authorizeV2Repository(
   // Anonymous clients are challenged, so that docker/podman log in and retry.
   if (principal.kind === 'anonymous') throw unauthorized(s, 'authentication required', scope);
   throw new OciError('DENIED', 'requested access to the resource is denied');
+}
+
+function principalKey(p: Principal): string {
+  return p.kind === 'anonymous' ? 'a' : p.kind === 'user' ? `u:${p.userId}:${p.username}:${p.superuser}` : `r:${p.robotId}`;
 }
 
 /** Repository names for GET /v2/_catalog that the principal may pull, in byte order, after

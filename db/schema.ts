@@ -430,3 +430,18 @@ export const outbox = pgTable(
   },
   (t) => [index('outbox_pending_idx').on(t.availableAt, t.id).where(sql`${t.deliveredAt} is null`)],
 );
+
+// ---------------------------------------------------------------- access version
+
+/** One row counting changes to what authorization reads (accounts, robots, memberships, grants,
+ * repositories, mirror robots). Triggers (migration 0006) bump it in the changing transaction, so
+ * the new number becomes visible exactly when the change does; API processes key their
+ * authorization caches by it (auth/access-cache.ts) and read it once per request. */
+export const accessVersion = pgTable(
+  'access_version',
+  {
+    id: integer('id').primaryKey().default(1),
+    version: bigint('version', { mode: 'bigint' }).notNull().default(sql`0`),
+  },
+  (t) => [check('access_version_single_row', sql`${t.id} = 1`)],
+);
