@@ -10,7 +10,7 @@ import type { Services } from '../platform/services.ts';
 import { blobByDigest } from '../registry/blobs.ts';
 import { LOCATION_NAME } from '../config.ts';
 import { probeLocation } from '../platform/health.ts';
-import { DEV_CREDENTIALS_REF, sealContext } from '../storage/locations.ts';
+import { DEV_CREDENTIALS_REF, type Location, sealContext } from '../storage/locations.ts';
 import {
   type BackfillInput,
   type BackfillProgress,
@@ -26,16 +26,10 @@ import { WORKFLOW_IDS } from '../temporal.config.ts';
 
 export class OperationError extends DomainError {}
 
-export interface LocationView {
-  name: string;
-  region: string;
-  endpoint: string;
-  bucket: string;
-  pathPrefix: string;
-  replicateByDefault: boolean;
-  state: 'active' | 'draining';
+/** A location as operators see it: its settings and health, never its credentials. */
+export type LocationView = Pick<Location, 'name' | 'region' | 'endpoint' | 'bucket' | 'pathPrefix' | 'replicateByDefault' | 'state'> & {
   health: { healthy: boolean; reason?: string; since?: string };
-}
+};
 
 /** Locations as operators see them — never their credentials. */
 export async function listLocations(s: Services): Promise<LocationView[]> {

@@ -1,20 +1,13 @@
-export interface StackInfo {
-  databaseUrl: string;
-  redisUrl: string;
-  redisKeyPrefix: string;
-  temporalAddress: string;
-  /** `dev` (the Temporal CLI's dev server) or `server` (the real one: PostgreSQL, mutual TLS),
-   * chosen by MERIDIAN_TEST_TEMPORAL. */
-  temporalKind: 'dev' | 'server';
-  /** TEMPORAL_TLS_* a client of the test Temporal needs (none for the dev server). */
-  temporalEnv: Record<string, string>;
+import type { EphemeralStack } from '../../devstack/ephemeral.ts';
+
+/** What global setup hands every test file: the ephemeral stack's addresses (a plain, serialisable
+ * subset of it: inject() copies values between processes) plus what the test run adds. */
+export type StackInfo = Pick<
+  EphemeralStack,
+  'databaseUrl' | 'redisUrl' | 'redisKeyPrefix' | 'temporalAddress' | 'temporalKind' | 'temporalEnv' | 'regions' | 's3Credentials' | 'keys' | 'dataDir'
+> & {
   /** Each test file gets its own namespace (test/support/per-file.ts). */
   temporalNamespace: string;
-  regions: { name: string; port: number }[];
-  s3Credentials: { accessKeyId: string; secretAccessKey: string };
-  /** MERIDIAN_SECRET_KEY and MERIDIAN_TOKEN_KEY of the test stack. */
-  keys: Record<string, string>;
-  dataDir: string;
   workflowBundlePath: string;
   controlUrl: string;
-}
+};
