@@ -15,6 +15,8 @@ const REAL_SERVER_TESTS = [
 export default defineConfig({
   test: {
     include: process.env.MERIDIAN_TEST_TEMPORAL === 'server' ? REAL_SERVER_TESTS : ['test/**/*.test.ts'],
+    // Run by `npm run test:regions` (vitest.regions.config.ts): they need network namespaces.
+    exclude: ['test/regions-topology*.test.ts', 'node_modules/**'],
     globalSetup: ['test/support/global-setup.ts'],
     setupFiles: ['test/support/per-file.ts'],
     // The integration tests share one local stack (Temporal, three S3 regions, a throw-away

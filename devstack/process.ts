@@ -11,6 +11,9 @@ export interface ServiceSpec {
   args: string[];
   env?: Record<string, string | undefined>;
   cwd?: string;
+  /** Run as this user (a server that refuses root, such as PostgreSQL). */
+  uid?: number;
+  gid?: number;
   logFile: string;
   /** Resolves true once the service answers. */
   ready: () => Promise<boolean>;
@@ -41,6 +44,7 @@ export class ManagedProcess {
     this.stopping = false;
     const child = spawn(spec.command, spec.args, {
       cwd: spec.cwd,
+      ...(spec.uid !== undefined ? { uid: spec.uid, gid: spec.gid } : {}),
       env: { ...process.env, ...spec.env },
       stdio: ['ignore', log, log],
       detached: false,
