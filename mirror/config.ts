@@ -14,7 +14,7 @@ import type { Repository } from '../registry/repositories.ts';
 import type { SecretBox } from '../security/secretbox.ts';
 import { reconcileMirrorWorkflow } from '../contract/mirror.ts';
 import { invalidGlobs } from './globs.ts';
-import { parseReference, ReferenceError, UpstreamHostPolicy } from './reference.ts';
+import { EgressRefused, parseReference, ReferenceError, UpstreamHostPolicy } from './reference.ts';
 
 export type MirrorConfigRow = typeof mirrorConfigs.$inferSelect;
 export type MirrorRunRow = typeof mirrorRuns.$inferSelect;
@@ -123,7 +123,7 @@ function proxyUrl(s: string | null | undefined, field: string, policy: UpstreamH
   try {
     policy.checkHost(u.hostname.replace(/^\[|\]$/g, ''));
   } catch (e) {
-    if (e instanceof ReferenceError) throw invalid(e.message.replace('external_reference', field));
+    if (e instanceof ReferenceError || e instanceof EgressRefused) throw invalid(e.message.replace('external_reference', field));
     throw e;
   }
   return s;
@@ -138,7 +138,7 @@ export function parseMirrorInput(body: MirrorConfigBody, policy: UpstreamHostPol
       const ref = parseReference(body.external_reference);
       policy.checkHost(ref.hostname);
     } catch (e) {
-      if (e instanceof ReferenceError) throw invalid(e.message);
+      if (e instanceof ReferenceError || e instanceof EgressRefused) throw invalid(e.message);
       throw e;
     }
     input.externalReference = body.external_reference;
@@ -264,6 +264,15 @@ export async function createMirrorConfig(d: MirrorDeps, repo: Repository, body: 
   });
 }
 
+/** The registry (API host and port) a reference points at, for comparing two references. */
+function registryOf(reference: string): string {
+  try {
+    return parseReference(reference).apiAuthority.toLowerCase();
+  } catch {
+    return reference;
+  }
+}
+
 export async function updateMirrorConfig(d: MirrorDeps, repo: Repository, body: MirrorConfigBody): Promise<MirrorConfigRow> {
   const input = parseMirrorInput(body, new UpstreamHostPolicy(d.config.mirrorAllowedHosts));
   if (input.has('external_reference') && input.externalReference === '') throw invalid('Empty string is an invalid repository location.');
@@ -283,6 +292,13 @@ export async function updateMirrorConfig(d: MirrorDeps, repo: Repository, body: 
       if (input.has('external_registry_password')) {
         changes.passwordEnc = input.password ? d.secrets.seal(input.password, passwordContext(repo.id)) : null;
       }
+    }
+    if (input.externalReference !== undefined && !input.has('external_registry_password') && registryOf(input.externalReference) !== registryOf(current.externalReference)) {
+      // Credentials belong to the registry they were typed for: pointing the mirror at another
+      // registry must not send them there (an admin of the repository is not necessarily the
+      // person who knows the password). They are kept only when given again in this request.
+      changes.passwordEnc = null;
+      if (!input.has('external_registry_username')) changes.username = null;
     }
     if (input.verifyTls !== undefined) changes.verifyTls = input.verifyTls;
     if (input.unsignedImages !== undefined) changes.unsignedImages = input.unsignedImages;

@@ -1,10 +1,7 @@
-// External references (`registry[:port]/namespace/repository`, Quay's scheme-less form) and the
-// rule that keeps a mirror from being pointed at the registry's own network: loopback, private,
-// link-local and metadata addresses are refused unless an operator allows them
-// (MERIDIAN_MIRROR_ALLOWED_HOSTS, like Quay's SSRF_ALLOWED_HOSTS). The check is made when the
-// config is saved (by name) and again on every connection (by resolved address), so a name that
-// later resolves somewhere private is still refused.
-import { BlockList, isIP } from 'node:net';
+// External references (`registry[:port]/namespace/repository`, Quay's scheme-less form). Which
+// hosts a mirror may reach is security/egress.ts's to decide (when the config is saved, by
+// canonical name, and again on every connection, by the address dialled).
+import { isIP } from 'node:net';
 import { REPOSITORY_NAME } from '../registry/names.ts';
 
 export interface UpstreamReference {
@@ -78,81 +75,5 @@ export function parseReference(raw: string): UpstreamReference {
   return { raw, registry, hostname, port, apiAuthority: authority, repository };
 }
 
-// ------------------------------------------------------------------ SSRF rules
-
-const BLOCKED_HOSTNAMES = new Set(['localhost', 'metadata', 'metadata.google.internal', 'metadata.azure.internal', 'kubernetes', 'kubernetes.default', 'kubernetes.default.svc', 'kubernetes.default.svc.cluster.local']);
-
-const BLOCKED_NETWORKS: [string, number, 'ipv4' | 'ipv6'][] = [
-  ['0.0.0.0', 8, 'ipv4'],
-  ['10.0.0.0', 8, 'ipv4'],
-  ['100.64.0.0', 10, 'ipv4'],
-  ['127.0.0.0', 8, 'ipv4'],
-  ['169.254.0.0', 16, 'ipv4'],
-  ['172.16.0.0', 12, 'ipv4'],
-  ['192.0.0.0', 24, 'ipv4'],
-  ['192.0.2.0', 24, 'ipv4'],
-  ['192.168.0.0', 16, 'ipv4'],
-  ['198.18.0.0', 15, 'ipv4'],
-  ['198.51.100.0', 24, 'ipv4'],
-  ['203.0.113.0', 24, 'ipv4'],
-  ['224.0.0.0', 4, 'ipv4'],
-  ['240.0.0.0', 4, 'ipv4'],
-  ['::', 128, 'ipv6'],
-  ['::1', 128, 'ipv6'],
-  ['64:ff9b::', 96, 'ipv6'],
-  ['100::', 64, 'ipv6'],
-  ['2001:db8::', 32, 'ipv6'],
-  ['fc00::', 7, 'ipv6'],
-  ['fe80::', 10, 'ipv6'],
-  ['ff00::', 8, 'ipv6'],
-  ['::ffff:0:0', 96, 'ipv6'],
-];
-
-/** Which upstream hosts a mirror may reach; built from MERIDIAN_MIRROR_ALLOWED_HOSTS. */
-export class UpstreamHostPolicy {
-  private readonly blocked = new BlockList();
-  private readonly allowedNets = new BlockList();
-  private readonly allowedNames = new Set<string>();
-
-  /** `allowed`: host names and CIDR ranges (or single addresses) that bypass the block list. */
-  constructor(allowed: string[] = []) {
-    for (const [net, prefix, type] of BLOCKED_NETWORKS) this.blocked.addSubnet(net, prefix, type);
-    for (const entry of allowed) {
-      const [addr, prefix] = entry.split('/');
-      const family = isIP(addr ?? '');
-      if (family) {
-        const type = family === 4 ? 'ipv4' : 'ipv6';
-        this.allowedNets.addSubnet(addr!, prefix === undefined ? (family === 4 ? 32 : 128) : Number(prefix), type);
-      } else {
-        this.allowedNames.add(entry.toLowerCase());
-      }
-    }
-  }
-
-  private addressAllowed(ip: string): boolean {
-    const type = isIP(ip) === 6 ? 'ipv6' : 'ipv4';
-    if (this.allowedNets.check(ip, type)) return true;
-    return !this.blocked.check(ip, type);
-  }
-
-  /** Throws when the reference's host is refused by name or literal address (no DNS). */
-  checkHost(hostname: string): void {
-    const name = hostname.toLowerCase();
-    if (this.allowedNames.has(name)) return;
-    if (isIP(name)) {
-      if (!this.addressAllowed(name)) throw new ReferenceError(`external_reference points to a private or reserved address (${hostname}); an operator can allow it with MERIDIAN_MIRROR_ALLOWED_HOSTS`);
-      return;
-    }
-    if (BLOCKED_HOSTNAMES.has(name) || name.endsWith('.internal') || name.endsWith('.local') || name.endsWith('.localhost')) {
-      throw new ReferenceError(`external_reference host ${hostname} is not allowed; an operator can allow it with MERIDIAN_MIRROR_ALLOWED_HOSTS`);
-    }
-  }
-
-  /** Checked on every connection, after DNS: a public name resolving to a private address is refused. */
-  checkResolved(hostname: string, address: string): void {
-    if (this.allowedNames.has(hostname.toLowerCase())) return;
-    if (!this.addressAllowed(address)) {
-      throw new ReferenceError(`${hostname} resolves to ${address}, a private or reserved address; an operator can allow it with MERIDIAN_MIRROR_ALLOWED_HOSTS`);
-    }
-  }
-}
+// The host policy lives in security/egress.ts, shared with proxies and webhooks.
+export { EgressPolicy as UpstreamHostPolicy, EgressRefused } from '../security/egress.ts';

@@ -13,10 +13,9 @@
 // no_proxy honoured. Every connection is checked against the SSRF policy after DNS resolution.
 //
 // Bytes stream: a blob body is handed to the caller as a stream, never buffered whole.
-import { lookup as dnsLookup, type LookupAddress } from 'node:dns';
-import { BlockList, isIP } from 'node:net';
 import type { Readable } from 'node:stream';
-import { Agent, type Dispatcher, ProxyAgent, request } from 'undici';
+import { type Dispatcher, request } from 'undici';
+import { bypassesProxy, checkedAgent, checkedProxyAgent, EgressRefused } from '../security/egress.ts';
 import { createHash } from 'node:crypto';
 import type { ProxySettings } from './config.ts';
 import type { UpstreamHostPolicy, UpstreamReference } from './reference.ts';
@@ -125,55 +124,7 @@ export function nextLink(header: string | undefined): string | undefined {
   return undefined;
 }
 
-/** Whether `no_proxy` exempts host:port (curl's rules: `*`, names and their subdomains, IPs, CIDRs). */
-export function bypassesProxy(noProxy: string | null | undefined, hostname: string, port: number): boolean {
-  if (!noProxy) return false;
-  const host = hostname.toLowerCase().replace(/^\[|\]$/g, '');
-  for (let entry of noProxy.split(/[,\s]+/).filter(Boolean)) {
-    entry = entry.toLowerCase();
-    if (entry === '*') return true;
-    let entryPort: number | undefined;
-    const pm = /^(.*):(\d+)$/.exec(entry);
-    if (pm && !entry.includes('::')) {
-      entry = pm[1]!;
-      entryPort = Number(pm[2]);
-    }
-    if (entryPort !== undefined && entryPort !== port) continue;
-    const [addr, prefix] = entry.split('/');
-    if (isIP(addr ?? '') && isIP(host)) {
-      const list = new BlockList();
-      const type = isIP(addr!) === 6 ? 'ipv6' : 'ipv4';
-      list.addSubnet(addr!, prefix ? Number(prefix) : type === 'ipv4' ? 32 : 128, type);
-      if (list.check(host, isIP(host) === 6 ? 'ipv6' : 'ipv4')) return true;
-      continue;
-    }
-    const name = entry.replace(/^\*?\./, '');
-    if (host === name || host.endsWith(`.${name}`)) return true;
-  }
-  return false;
-}
-
-/**
- * An HTTP agent whose connections are checked against the SSRF policy on the address actually
- * dialled: a name that resolves to a private address is refused even though it passed the check
- * by name. Also used for webhook deliveries.
- */
-export function checkedAgent(policy: UpstreamHostPolicy, rejectUnauthorized = true): Agent {
-  const lookup = (hostname: string, options: object, cb: (err: Error | null, address: string | LookupAddress[], family?: number) => void) => {
-    dnsLookup(hostname, { ...(options as object), all: true }, (err, addresses) => {
-      if (err) return cb(err, '', 0);
-      const list = addresses as LookupAddress[];
-      try {
-        for (const a of list) policy.checkResolved(hostname, a.address);
-      } catch (e) {
-        return cb(new UpstreamError('refused', (e as Error).message), '', 0);
-      }
-      if ((options as { all?: boolean }).all) return cb(null, list);
-      cb(null, list[0]!.address, list[0]!.family);
-    });
-  };
-  return new Agent({ connect: { rejectUnauthorized, lookup: lookup as never }, keepAliveTimeout: 30_000, connections: 32 });
-}
+export { bypassesProxy, checkedAgent } from '../security/egress.ts';
 
 function isTlsMismatch(e: unknown): boolean {
   for (let cur: unknown = e, i = 0; cur && i < 5; cur = (cur as { cause?: unknown }).cause, i++) {
@@ -190,6 +141,7 @@ function networkError(e: unknown, what: string): UpstreamError {
   const causes: string[] = [];
   for (let cur: unknown = e, i = 0; cur && i < 4; cur = (cur as { cause?: unknown }).cause, i++) {
     if (cur instanceof UpstreamError) return cur;
+    if (cur instanceof EgressRefused) return new UpstreamError('refused', cur.message);
     const code = (cur as { code?: string }).code;
     causes.push(code ? `${code}` : (cur as Error).message);
   }
@@ -235,6 +187,8 @@ export class UpstreamClient {
   readonly reference: UpstreamReference;
   private scheme: 'https' | 'http' | undefined;
   private readonly dispatchers = new Map<string, Dispatcher>();
+  /** Hosts reached through a proxy whose resolved addresses have been checked here. */
+  private readonly proxiedTargetsChecked = new Set<string>();
   private readonly tokens = new Map<string, CachedToken>();
   /** The kind of authentication the upstream asked for last, so later requests send it up front. */
   private challenge: Challenge | undefined;
@@ -259,18 +213,28 @@ export class UpstreamClient {
     this.dispatchers.clear();
   }
 
-  private dispatcherFor(url: URL): Dispatcher {
+  /** The proxy URL for this request, if one applies. */
+  private proxyFor(url: URL): string | undefined {
     const port = Number(url.port || (url.protocol === 'https:' ? 443 : 80));
     const proxy = this.opts.proxy;
     const proxyUri = url.protocol === 'https:' ? proxy?.https_proxy : proxy?.http_proxy;
-    const useProxy = !!proxyUri && !bypassesProxy(proxy?.no_proxy, url.hostname, port);
+    return proxyUri && !bypassesProxy(proxy?.no_proxy, url.hostname, port) ? proxyUri : undefined;
+  }
+
+  private dispatcherFor(url: URL): Dispatcher {
+    const proxyUri = this.proxyFor(url);
+    const useProxy = !!proxyUri;
     const key = useProxy ? `proxy:${proxyUri}` : 'direct';
     let d = this.dispatchers.get(key);
     if (d) return d;
     const tls = { rejectUnauthorized: this.opts.verifyTls };
     if (useProxy) {
-      // Through a proxy the proxy resolves the name; the name itself was checked.
-      d = new ProxyAgent({ uri: proxyUri!, requestTls: tls, connect: tls });
+      // The proxy's own address is checked here; the target's, which the proxy resolves, in raw().
+      try {
+        d = checkedProxyAgent(this.opts.policy, proxyUri!, tls.rejectUnauthorized);
+      } catch (e) {
+        throw new UpstreamError('refused', `proxy ${proxyUri!.replace(/\/\/[^@/]*@/, '//')}: ${(e as Error).message.replace('external_reference', 'the proxy')}`);
+      }
     } else {
       d = checkedAgent(this.opts.policy, this.opts.verifyTls);
     }
@@ -298,10 +262,20 @@ export class UpstreamClient {
 
   private async raw(method: string, url: string, headers: Record<string, string>, signal?: AbortSignal): Promise<Response> {
     const u = new URL(url);
+    const dispatcher = this.dispatcherFor(u);
+    if (this.proxyFor(u) && !this.proxiedTargetsChecked.has(u.hostname)) {
+      // The proxy resolves the target itself; resolve it here too, so a name pointing into the
+      // registry's network is refused before the proxy is asked to connect to it. A name only
+      // the proxy can resolve (no DNS here) is left to the proxy: it passed the check by name.
+      await this.opts.policy.checkResolvable(u.hostname).catch((e: unknown) => {
+        if (e instanceof EgressRefused) throw new UpstreamError('refused', e.message);
+      });
+      this.proxiedTargetsChecked.add(u.hostname);
+    }
     const r = await request(u, {
       method: method as Dispatcher.HttpMethod,
       headers: { 'user-agent': this.opts.userAgent ?? 'meridian-mirror', ...headers },
-      dispatcher: this.dispatcherFor(u),
+      dispatcher,
       signal,
       headersTimeout: 60_000,
       bodyTimeout: 120_000,

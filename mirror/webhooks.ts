@@ -18,8 +18,8 @@ import { DomainError } from '../platform/errors.ts';
 import { webhookSubscriptions } from '../db/schema.ts';
 import type { Repository } from '../registry/repositories.ts';
 import type { SecretBox } from '../security/secretbox.ts';
+import { checkedAgent, EgressRefused } from '../security/egress.ts';
 import { ReferenceError, type UpstreamHostPolicy } from './reference.ts';
-import { checkedAgent } from './upstream.ts';
 
 export { MIRROR_EVENTS, type MirrorEvent };
 
@@ -73,7 +73,7 @@ export function parseSubscription(body: SubscriptionBody, policy: UpstreamHostPo
   try {
     policy.checkHost(url.hostname.replace(/^\[|\]$/g, ''));
   } catch (e) {
-    if (e instanceof ReferenceError) throw new NotificationError('invalid', e.message.replace('external_reference', 'config.url'));
+    if (e instanceof ReferenceError || e instanceof EgressRefused) throw new NotificationError('invalid', e.message.replace('external_reference', 'config.url'));
     throw e;
   }
   return { event: event as MirrorEvent, url: url.toString(), title: title ?? '' };
