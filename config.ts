@@ -55,6 +55,9 @@ export interface Config {
   temporal: TemporalSettings;
   /** host:port where each worker process serves the Temporal SDK's Prometheus metrics; none when absent. */
   workerMetricsAddress: string | undefined;
+  /** On SIGTERM, how long a worker lets in-flight activities (copies, mirror tags) finish before
+   * cancelling them; they resume from their last heartbeat on another worker either way. */
+  workerShutdownGraceSeconds: number;
   /** A workflow bundle built by `npm run build` (scripts/bundle-workflows.ts); workers bundle
    * workflows/ themselves at start-up when absent. */
   workflowBundlePath: string | undefined;
@@ -244,6 +247,7 @@ export function loadConfig(env: Env = process.env, opts: LoadOptions = {}): Conf
     redisKeyPrefix: str(env, 'MERIDIAN_REDIS_PREFIX', 'meridian:'),
     temporal: temporalSettings(env),
     workerMetricsAddress: env.MERIDIAN_WORKER_METRICS_ADDRESS ? hostPort(env, 'MERIDIAN_WORKER_METRICS_ADDRESS', '') : undefined,
+    workerShutdownGraceSeconds: int(env, 'MERIDIAN_WORKER_SHUTDOWN_GRACE', 30, 0, 3600),
     workflowBundlePath: env.MERIDIAN_WORKFLOW_BUNDLE || undefined,
     storagePreference,
     devS3: {

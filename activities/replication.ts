@@ -4,7 +4,7 @@
 // touch the database and run on the control queue. Here: heartbeats, cancellation, and domain
 // errors turned into the contract's failure types.
 import { ApplicationFailure, Context } from '@temporalio/activity';
-import { type CopyInput, type CopyResult, REPLICATION_NON_RETRYABLE } from '../contract/replication.ts';
+import { type CopyInput, type CopyResult, REPLICATION_FAILURES, REPLICATION_NON_RETRYABLE } from '../contract/replication.ts';
 import type { Services } from '../platform/services.ts';
 import { type CopyCheckpoint, copyBlob } from '../replication/copy.ts';
 import { ReplicationError } from '../replication/errors.ts';
@@ -20,10 +20,14 @@ import {
 
 export type { ReplicationPlan } from '../replication/planning.ts';
 
-/** Domain errors as Temporal failures: the contract's type, retryable or not. */
-function toFailure(e: unknown): unknown {
+/** Domain errors as Temporal failures: the contract's type, retryable or not. A storage 4xx
+ * (storage/s3.ts StorageRequestError) is not retried: it would fail the same way forever. */
+export function toFailure(e: unknown): unknown {
   if (e instanceof ReplicationError) {
     return ApplicationFailure.create({ type: e.type, message: e.message, details: e.details, nonRetryable: REPLICATION_NON_RETRYABLE.includes(e.type) });
+  }
+  if (e instanceof Error && e.name === 'StorageRequestError') {
+    return ApplicationFailure.create({ type: REPLICATION_FAILURES.storageRefused, message: e.message, nonRetryable: true });
   }
   return e;
 }
@@ -33,6 +37,17 @@ async function mapped<T>(fn: () => Promise<T>): Promise<T> {
     return await fn();
   } catch (e) {
     throw toFailure(e);
+  }
+}
+
+/** Scans and batched deletes run under a heartbeat timeout: a beat every few seconds while they work. */
+async function beating<T>(fn: () => Promise<T>): Promise<T> {
+  const ctx = Context.current();
+  const beat = setInterval(() => ctx.heartbeat(), 5000);
+  try {
+    return await mapped(fn);
+  } finally {
+    clearInterval(beat);
   }
 }
 
@@ -58,16 +73,16 @@ export function createReplicationActivities(s: Services) {
 
     finishReplication: (digest: string) => mapped(() => finishReplication(planning, digest)),
 
-    scanForBackfill: (input: { afterBlobId: number; limit: number; location?: string }) => mapped(() => scanForBackfill(planning, input)),
+    scanForBackfill: (input: { afterBlobId: number; limit: number; location?: string }) => beating(() => scanForBackfill(planning, input)),
 
     /** Site removal, step 1. Returns the old state. */
     markDraining: (name: string) => mapped(() => markDraining(removal, name)),
 
     restoreLocationState: (input: { name: string; state: LocationState }) => mapped(() => restoreLocationState(removal, input.name, input.state)),
 
-    unprotectedBlobs: (input: { location: string; afterBlobId: number; limit: number }) => mapped(() => unprotectedBlobs(removal, input)),
+    unprotectedBlobs: (input: { location: string; afterBlobId: number; limit: number }) => beating(() => unprotectedBlobs(removal, input)),
 
-    deletePlacementsBatch: (input: { location: string; limit: number; purge: boolean }) => mapped(() => deletePlacementsBatch(removal, input)),
+    deletePlacementsBatch: (input: { location: string; limit: number; purge: boolean }) => beating(() => deletePlacementsBatch(removal, input)),
 
     deleteLocationRow: (name: string) => mapped(() => deleteLocationRow(removal, name)),
   };

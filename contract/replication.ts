@@ -20,6 +20,9 @@ export const REPLICATION_FAILURES = {
   placementsRemain: 'PlacementsRemain',
   /** A removal refused: blobs exist only at the location and could not be copied. */
   blobsAtRisk: 'BlobsAtRisk',
+  /** The storage refused the request (4xx: AccessDenied after a credential change, a missing
+   * bucket): a configuration problem retrying will not fix. */
+  storageRefused: 'StorageRefused',
 } as const;
 
 /** Failure types retrying cannot help: the activities raise them non-retryable, and the copy's
@@ -29,6 +32,7 @@ export const REPLICATION_NON_RETRYABLE: string[] = [
   REPLICATION_FAILURES.locationGone,
   REPLICATION_FAILURES.blobGone,
   REPLICATION_FAILURES.blobsAtRisk,
+  REPLICATION_FAILURES.storageRefused,
 ];
 
 export interface ReplicateBlobInput {
@@ -84,12 +88,15 @@ export interface BackfillInput {
 }
 
 export interface RemoveLocationProgress {
-  phase: 'protecting' | 'deleting' | 'done' | 'refused';
+  phase: 'protecting' | 'deleting' | 'done' | 'refused' | 'cancelled';
   previousState?: 'active' | 'draining';
   scanned: number;
   copied: number;
   placementsDeleted: number;
+  /** The first blobs at risk (at most a hundred: this travels in continue-as-new inputs). */
   atRisk: { digest: string; reason: string }[];
+  /** Every blob at risk; absent in progress from earlier releases (then atRisk.length). */
+  atRiskTotal?: number;
   cursor: number;
 }
 

@@ -194,13 +194,29 @@ export async function startBackfill(s: Services, input: BackfillInput): Promise<
     if (!s.locations.byName(input.location)) throw new OperationError('not_found', `location ${input.location} does not exist`);
   }
   const workflowId = WORKFLOW_IDS.backfill(input.location);
-  const handle = await startWorkflow(s.temporal.client, backfillWorkflow, {
-    workflowId,
-    args: [input],
-    workflowIdConflictPolicy: WorkflowIdConflictPolicy.USE_EXISTING,
-    staticSummary: `Backfill replication${input.location ? ` to ${input.location}` : ''}`,
-  });
-  return { workflowId, runId: handle.firstExecutionRunId, started: true };
+  return startOrJoin(workflowId, () =>
+    startWorkflow(s.temporal.client, backfillWorkflow, {
+      workflowId,
+      args: [input],
+      workflowIdConflictPolicy: WorkflowIdConflictPolicy.FAIL,
+      staticSummary: `Backfill replication${input.location ? ` to ${input.location}` : ''}`,
+    }),
+  () => workflowHandle(s.temporal.client, backfillWorkflow, workflowId).describe());
+}
+
+/** Starts the workflow, or — one with its id is running — joins it: `started` says which. */
+async function startOrJoin(
+  workflowId: string,
+  start: () => Promise<{ firstExecutionRunId: string }>,
+  describe: () => Promise<{ runId: string }>,
+): Promise<StartedWorkflow> {
+  try {
+    const handle = await start();
+    return { workflowId, runId: handle.firstExecutionRunId, started: true };
+  } catch (e) {
+    if (!(e instanceof WorkflowExecutionAlreadyStartedError)) throw e;
+    return { workflowId, runId: (await describe()).runId, started: false };
+  }
 }
 
 export async function backfillProgress(
@@ -226,18 +242,14 @@ export async function startLocationRemoval(s: Services, input: RemoveLocationInp
   await s.locations.refresh();
   if (!s.locations.byName(input.name)) throw new OperationError('not_found', `location ${input.name} does not exist`);
   const workflowId = WORKFLOW_IDS.removeLocation(input.name);
-  try {
-    const handle = await startWorkflow(s.temporal.client, removeLocationWorkflow, {
+  return startOrJoin(workflowId, () =>
+    startWorkflow(s.temporal.client, removeLocationWorkflow, {
       workflowId,
       args: [input],
-      workflowIdConflictPolicy: WorkflowIdConflictPolicy.USE_EXISTING,
+      workflowIdConflictPolicy: WorkflowIdConflictPolicy.FAIL,
       staticSummary: `Remove storage location ${input.name}${input.purge ? ' and purge its objects' : ''}`,
-    });
-    return { workflowId, runId: handle.firstExecutionRunId, started: true };
-  } catch (e) {
-    if (e instanceof WorkflowExecutionAlreadyStartedError) return { workflowId, runId: '', started: false };
-    throw e;
-  }
+    }),
+  () => workflowHandle(s.temporal.client, removeLocationWorkflow, workflowId).describe());
 }
 
 export async function removalProgress(s: Services, name: string): Promise<{ status: string; progress: RemoveLocationProgress | null; error?: string }> {

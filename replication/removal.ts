@@ -8,7 +8,7 @@ import type { DbOrTx } from '../db/client.ts';
 import { blobPlacements, blobs, storageLocations } from '../db/schema.ts';
 import type { LocationRegistry } from '../storage/locations.ts';
 import { placementKey } from '../storage/paths.ts';
-import { ReplicationError, requireLocation } from './errors.ts';
+import { requireLocation } from './errors.ts';
 import { placementsRemoved } from './placements.ts';
 import { placementPlans } from './policy.ts';
 
@@ -110,12 +110,17 @@ export async function deletePlacementsBatch(d: RemovalDeps, input: { location: s
   return { deleted: deletable.length, blocked, remaining: page.length === input.limit || blocked.length > 0 };
 }
 
-/** Last step: deletes the location. Fails while any placement remains. */
-export async function deleteLocationRow(d: RemovalDeps, name: string): Promise<void> {
-  const loc = await requireLocation(d.locations, name);
+/** Last step: deletes the location — unless placements remain (a copy landed after the last
+ * batch), which the removal then deletes first. */
+export async function deleteLocationRow(d: RemovalDeps, name: string): Promise<{ deleted: true } | { deleted: false; placementsRemaining: number }> {
+  await d.locations.refresh();
+  const loc = d.locations.byName(name);
+  // Gone already: an earlier attempt deleted it and its worker died before reporting so.
+  if (!loc) return { deleted: true };
   const [left] = await d.db.select({ n: sql<number>`count(*)::int` }).from(blobPlacements).where(eq(blobPlacements.locationId, loc.id));
-  if ((left?.n ?? 0) > 0) throw new ReplicationError('placementsRemain', `${left!.n} placements remain at ${name}`);
+  if ((left?.n ?? 0) > 0) return { deleted: false, placementsRemaining: left!.n };
   await d.db.delete(storageLocations).where(eq(storageLocations.id, loc.id));
   await placementsRemoved(d.redis);
   await d.locations.refresh();
+  return { deleted: true };
 }

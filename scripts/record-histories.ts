@@ -2,7 +2,8 @@
 // type on its happy path and on its continue-as-new, cancellation and failure paths, run by the
 // current workflow code against scripted activities on a throw-away Temporal dev server.
 //
-//   npm run record:histories            # rewrites test/histories/*.json
+//   npm run record:histories                      # (re)writes every scenario's histories
+//   npm run record:histories -- <scenario> ...    # only these (e.g. one added with a patch)
 //
 // Re-record only when a workflow change is meant to be incompatible with running workflows
 // (and then deploy it as a new Worker Deployment version, README "Deploying a workflow change");
@@ -186,6 +187,32 @@ const SCENARIOS: Scenario[] = [
     act: cancelWhenActivityRuns,
   },
   {
+    // Since the 'removal-cancel-restores-location' patch: the location gets its state back.
+    name: 'removeLocation-cancelled-restores',
+    activities: {
+      markDraining: () => 'draining',
+      unprotectedBlobs: () => ({ items: [{ digest: DIGEST(9), size: 10, targets: ['us-east'] }], scanned: 1, nextCursor: 1, done: true }),
+      copyBlobToLocation: runUntilCancelled,
+      restoreLocationState: () => undefined,
+    },
+    start: (c) => start(c, 'removeLocation', 'remove-location/eu-central', { name: 'eu-central' }),
+    act: cancelWhenActivityRuns,
+  },
+  {
+    // Since deleteLocationRow reports placements that reappeared instead of throwing.
+    name: 'removeLocation-placements-reappeared',
+    activities: (() => {
+      let rows = 0;
+      return {
+        markDraining: () => 'active',
+        unprotectedBlobs: () => ({ items: [], scanned: 0, nextCursor: 0, done: true }),
+        deletePlacementsBatch: () => ({ deleted: 2, blocked: [], remaining: false }),
+        deleteLocationRow: () => (++rows === 1 ? { deleted: false, placementsRemaining: 1 } : { deleted: true }),
+      };
+    })(),
+    start: (c) => start(c, 'removeLocation', 'remove-location/sa-east', { name: 'sa-east' }),
+  },
+  {
     name: 'expireUploads',
     activities: (() => {
       let call = 0;
@@ -300,9 +327,11 @@ async function main(): Promise<void> {
   ]);
   const running = workers.map((w) => w.run());
   try {
-    rmSync(OUT_DIR, { recursive: true, force: true });
     mkdirSync(OUT_DIR, { recursive: true });
-    for (const s of SCENARIOS) {
+    const only = process.argv.slice(2);
+    const unknown = only.filter((n) => !SCENARIOS.some((s) => s.name === n));
+    if (unknown.length) throw new Error(`no such scenario: ${unknown.join(', ')}`);
+    for (const s of SCENARIOS.filter((x) => only.length === 0 || only.includes(x.name))) {
       script = s.activities;
       const handle = await s.start(client);
       await s.act?.(handle);

@@ -88,7 +88,7 @@ describe('resumable copies', () => {
         const data = a.heartbeatDetails?.payloads?.[0]?.data;
         if (a.activityType?.name !== 'copyBlobToLocation' || !data) continue;
         const cp = JSON.parse(Buffer.from(data).toString()) as CopyCheckpoint | null;
-        if (cp?.target === 'eu-west' && cp.parts) return cp;
+        if (cp?.target === 'eu-west' && (cp.partCount ?? cp.parts?.length)) return cp;
       }
       return undefined;
     };

@@ -61,10 +61,12 @@ export async function startWorkers(config: Config, opts: WorkerOptions, services
   const namespace = config.temporal.namespace;
   const connection = await NativeConnection.connect(temporalConnectOptions(config.temporal));
   const activities = createActivities(s);
+  // SIGTERM lets in-flight activities finish (up to the grace) instead of cancelling them at once.
+  const shutdownGraceTime = config.workerShutdownGraceSeconds * 1000;
   const workers: Worker[] = [];
   if (opts.control) {
     const workflows = workflowSource(opts.workflowBundle, config.workflowBundlePath);
-    workers.push(await Worker.create({ connection, namespace, taskQueue: TASK_QUEUES.control, activities, ...workflows }));
+    workers.push(await Worker.create({ connection, namespace, taskQueue: TASK_QUEUES.control, activities, shutdownGraceTime, ...workflows }));
   }
   if (opts.mirror) {
     workers.push(
@@ -73,6 +75,7 @@ export async function startWorkers(config: Config, opts: WorkerOptions, services
         namespace,
         taskQueue: TASK_QUEUES.mirror,
         activities,
+        shutdownGraceTime,
         // Syncs heartbeat every few seconds; a cancel (sync-cancel) reaches a copy that quickly.
         defaultHeartbeatThrottleInterval: '2 seconds',
         maxHeartbeatThrottleInterval: '5 seconds',
@@ -86,6 +89,7 @@ export async function startWorkers(config: Config, opts: WorkerOptions, services
         namespace,
         taskQueue: copyTaskQueue(loc),
         activities,
+        shutdownGraceTime,
         maxConcurrentActivityTaskExecutions: 8,
         // Copies checkpoint at every part; send those checkpoints promptly so a crash loses little.
         defaultHeartbeatThrottleInterval: '1 second',

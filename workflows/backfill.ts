@@ -12,7 +12,7 @@ import {
 } from '@temporalio/workflow';
 import { type BackfillInput, type BackfillProgress, backfillProgressQuery } from '../contract/replication.ts';
 import { SEARCH_ATTRIBUTES } from '../temporal.config.ts';
-import { control, copyActivity, failureReason } from './replication.ts';
+import { copyActivity, failureReason, scans } from './replication.ts';
 
 const MAX_REPORTED_FAILURES = 50;
 
@@ -54,7 +54,7 @@ export async function backfill(input: BackfillInput): Promise<BackfillProgress> 
   };
 
   for (;;) {
-    const page = await control.scanForBackfill({ afterBlobId: p.cursor, limit: pageSize, location: input.location });
+    const page = await scans.scanForBackfill({ afterBlobId: p.cursor, limit: pageSize, location: input.location });
     p.scanned += page.scanned;
     p.cursor = page.nextCursor;
     for (const item of page.items) {

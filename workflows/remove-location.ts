@@ -2,11 +2,15 @@
 // writes, reads prefer other copies), makes sure every blob it holds has a verified copy
 // elsewhere — copying the ones that do not — then deletes its placements in batches, optionally
 // its objects, and finally the location. Refuses, listing the blobs at risk, when a blob exists
-// nowhere else and cannot be copied; the location then keeps its previous state.
+// nowhere else and cannot be copied; the location then keeps its previous state — as it does when
+// the removal is cancelled.
 import {
   ApplicationFailure,
+  CancellationScope,
   condition,
   continueAsNew,
+  isCancellation,
+  patched,
   setCurrentDetails,
   setHandler,
   upsertSearchAttributes,
@@ -14,26 +18,48 @@ import {
 } from '@temporalio/workflow';
 import { REPLICATION_FAILURES, type RemoveLocationInput, type RemoveLocationProgress, removeLocationProgressQuery } from '../contract/replication.ts';
 import { SEARCH_ATTRIBUTES } from '../temporal.config.ts';
-import { control, copyActivity, failureReason } from './replication.ts';
+import { control, copyActivity, failureReason, scans } from './replication.ts';
 
 
 const WINDOW = 8;
 const PAGE = 200;
+/** Blobs at risk listed in the progress (and carried across continue-as-new); the rest are counted. */
+export const MAX_LISTED_AT_RISK = 100;
 
 export async function removeLocation(input: RemoveLocationInput): Promise<RemoveLocationProgress> {
   const p: RemoveLocationProgress = input.progress ?? { phase: 'protecting', scanned: 0, copied: 0, placementsDeleted: 0, atRisk: [], cursor: 0 };
   setHandler(removeLocationProgressQuery, () => p);
+  try {
+    return await remove(input, p);
+  } catch (e) {
+    // A cancelled removal gives the location back its previous state (not `draining` forever).
+    if (isCancellation(e) && p.previousState !== undefined && p.phase !== 'done' && patched('removal-cancel-restores-location')) {
+      await CancellationScope.nonCancellable(() => control.restoreLocationState({ name: input.name, state: p.previousState! }));
+      p.phase = 'cancelled';
+      upsertSearchAttributes([{ key: SEARCH_ATTRIBUTES.state, value: p.phase }]);
+      setCurrentDetails(`Removal of ${input.name} cancelled; the location is ${p.previousState} again.`);
+    }
+    throw e;
+  }
+}
+
+async function remove(input: RemoveLocationInput, p: RemoveLocationProgress): Promise<RemoveLocationProgress> {
+  const atRiskCount = () => p.atRiskTotal ?? p.atRisk.length;
+  const noteAtRisk = (digest: string, reason: string) => {
+    p.atRiskTotal = atRiskCount() + 1;
+    if (p.atRisk.length < MAX_LISTED_AT_RISK) p.atRisk.push({ digest, reason });
+  };
   const show = () => {
     upsertSearchAttributes([
       { key: SEARCH_ATTRIBUTES.location, value: input.name },
       { key: SEARCH_ATTRIBUTES.state, value: p.phase },
       { key: SEARCH_ATTRIBUTES.progressDone, value: p.placementsDeleted },
-      { key: SEARCH_ATTRIBUTES.progressFailed, value: p.atRisk.length },
+      { key: SEARCH_ATTRIBUTES.progressFailed, value: atRiskCount() },
     ]);
     setCurrentDetails(
       `Removing location ${input.name}${input.purge ? ' (purging objects)' : ''}: ${p.phase}; scanned ${p.scanned} blobs, ` +
         `copied ${p.copied} elsewhere, deleted ${p.placementsDeleted} placements` +
-        (p.atRisk.length ? `; ${p.atRisk.length} blobs at risk: ${p.atRisk.slice(0, 5).map((b) => b.digest).join(', ')}` : ''),
+        (p.atRisk.length ? `; ${atRiskCount()} blobs at risk: ${p.atRisk.slice(0, 5).map((b) => b.digest).join(', ')}` : ''),
     );
   };
   if (p.previousState === undefined) p.previousState = await control.markDraining(input.name);
@@ -41,7 +67,7 @@ export async function removeLocation(input: RemoveLocationInput): Promise<Remove
 
   // Phase 1: every blob held here gets a verified copy elsewhere.
   while (p.phase === 'protecting') {
-    const page = await control.unprotectedBlobs({ location: input.name, afterBlobId: p.cursor, limit: PAGE });
+    const page = await scans.unprotectedBlobs({ location: input.name, afterBlobId: p.cursor, limit: PAGE });
     p.scanned += page.scanned;
     p.cursor = page.nextCursor;
     let inFlight = 0;
@@ -54,7 +80,7 @@ export async function removeLocation(input: RemoveLocationInput): Promise<Remove
           await copyActivity(item.targets[0]!, item.size)({ digest: item.digest, size: item.size, target: item.targets[0]! });
           p.copied++;
         } catch (e) {
-          p.atRisk.push({ digest: item.digest, reason: failureReason(e) });
+          noteAtRisk(item.digest, failureReason(e));
         } finally {
           inFlight--;
         }
@@ -68,7 +94,7 @@ export async function removeLocation(input: RemoveLocationInput): Promise<Remove
         await control.restoreLocationState({ name: input.name, state: p.previousState });
         show();
         throw ApplicationFailure.nonRetryable(
-          `refusing to remove ${input.name}: ${p.atRisk.length} blobs exist nowhere else and could not be copied`,
+          `refusing to remove ${input.name}: ${atRiskCount()} blobs exist nowhere else and could not be copied`,
           REPLICATION_FAILURES.blobsAtRisk,
           p.atRisk,
         );
@@ -82,17 +108,22 @@ export async function removeLocation(input: RemoveLocationInput): Promise<Remove
 
   // Phase 2: placements (and objects) go, in batches, each re-checked against copies elsewhere.
   for (;;) {
-    const batch = await control.deletePlacementsBatch({ location: input.name, limit: 1000, purge: input.purge ?? false });
-    p.placementsDeleted += batch.deleted;
-    show();
-    if (batch.blocked.length > 0) {
-      // A blob landed here after phase 1 (an upload begun before draining): protect it first.
-      await continueAsNew<typeof removeLocation>({ ...input, progress: { ...p, phase: 'protecting', cursor: 0 } });
+    for (;;) {
+      const batch = await scans.deletePlacementsBatch({ location: input.name, limit: 1000, purge: input.purge ?? false });
+      p.placementsDeleted += batch.deleted;
+      show();
+      if (batch.blocked.length > 0) {
+        // A blob landed here after phase 1 (an upload begun before draining): protect it first.
+        await continueAsNew<typeof removeLocation>({ ...input, progress: { ...p, phase: 'protecting', cursor: 0 } });
+      }
+      if (!batch.remaining) break;
+      if (workflowInfo().continueAsNewSuggested) await continueAsNew<typeof removeLocation>({ ...input, progress: p });
     }
-    if (!batch.remaining) break;
-    if (workflowInfo().continueAsNewSuggested) await continueAsNew<typeof removeLocation>({ ...input, progress: p });
+    // Placements that appeared since the last batch send it back to deleting (earlier releases
+    // returned nothing here and threw instead).
+    const row = await control.deleteLocationRow(input.name);
+    if (!row || row.deleted) break;
   }
-  await control.deleteLocationRow(input.name);
   p.phase = 'done';
   show();
   return p;

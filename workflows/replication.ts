@@ -15,11 +15,25 @@ import { copyTaskQueue, SEARCH_ATTRIBUTES } from '../temporal.config.ts';
 
 type Activities = ReturnType<typeof activities.createReplicationActivities>;
 
-/** The replication activities that only touch the database (planning, scans, bookkeeping). */
+/** The replication activities that only touch the database (planning, bookkeeping): quick
+ * queries, so a short start-to-close. A control worker killed mid-activity costs a retry after
+ * seconds, not minutes. Retried for as long as it takes (PostgreSQL may be restarting). */
 export const control = proxyActivities<Activities>({
-  startToCloseTimeout: '5 minutes',
+  startToCloseTimeout: '30 seconds',
   retry: { initialInterval: '1 second', maximumInterval: '30 seconds' },
 });
+
+/** Database scans and batched deletes (which may also delete objects): longer, so they
+ * heartbeat and a dead worker is noticed by the heartbeat timeout. */
+export const scans = proxyActivities<Activities>({
+  startToCloseTimeout: '10 minutes',
+  heartbeatTimeout: '30 seconds',
+  retry: { initialInterval: '1 second', maximumInterval: '30 seconds' },
+});
+
+/** How long one copy may keep retrying (a source or target outage) before its replication is
+ * reported incomplete; `meridian replication backfill` finishes it later. */
+export const COPY_GIVE_UP_AFTER = '24 hours';
 
 /** Copies of big blobs take long; the heartbeat, not this timeout, is what notices a dead worker. */
 export function copyActivity(target: string, size: number) {
@@ -28,7 +42,11 @@ export function copyActivity(target: string, size: number) {
     taskQueue: copyTaskQueue(target),
     startToCloseTimeout: `${minutes} minutes`,
     heartbeatTimeout: '20 seconds',
-    // Storage outages are retried for as long as it takes; a source with bad bytes is not.
+    // Also bounds the wait of a copy nobody polls for (its region's workers are gone); the
+    // schedule-to-start latency alert (README, "Watching Temporal") fires long before.
+    scheduleToCloseTimeout: COPY_GIVE_UP_AFTER,
+    // Storage outages are retried until the bound above; a source with bad bytes, a storage 4xx
+    // and a removed location are not.
     retry: {
       initialInterval: '1 second',
       backoffCoefficient: 2,

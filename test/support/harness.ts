@@ -48,6 +48,8 @@ export function testEnv(overrides: Record<string, string | undefined> = {}): Rec
     MERIDIAN_DEV_S3_SECRET_KEY: s.s3Credentials.secretAccessKey,
     MERIDIAN_STORAGE_PREFERENCE: s.regions.map((r) => r.name).join(','),
     LOG_LEVEL: process.env.LOG_LEVEL ?? 'warn',
+    // Tests stop workers mid-activity on purpose; they do not wait out a shutdown grace.
+    MERIDIAN_WORKER_SHUTDOWN_GRACE: '0',
     ...overrides,
   };
 }
