@@ -5,7 +5,10 @@
 // token check and permission lookup; distribution runs without auth and with its in-memory blob
 // descriptor cache (its usual production setting).
 //
-//   npx tsx bench/peer.ts [--seconds 5] [--workers 2] [--concurrency 1,16,64] [--layers 40] [--only manifest-get-tag,blob-head]
+//   npx tsx bench/peer.ts [--seconds 5] [--workers 2] [--concurrency 1,16,64] [--layers 40] [--only manifest-get-tag,blob-head] [--cpu-prof DIR] [--hold]
+//
+// --cpu-prof writes V8 profiles of the API processes; --hold keeps both registries up for 90 s
+// after the push, printing their addresses and the token (to poke at them with curl).
 //
 // Load comes from autocannon (the maintained Node HTTP load generator, keep-alive connections,
 // HdrHistogram latencies), in this process; both registries face the same generator. Prints per
@@ -34,6 +37,8 @@ const WORKERS = Number(argValue('--workers') ?? 2);
 const CONCURRENCY = (argValue('--concurrency') ?? '1,16,64').split(',').map(Number);
 const LAYERS = Number(argValue('--layers') ?? 40);
 const ONLY = argValue('--only')?.split(',');
+/** Writes V8 CPU profiles of the API processes into this directory. */
+const CPU_PROF = argValue('--cpu-prof');
 const USER = 'bench';
 const MANIFEST_ACCEPT = [
   'application/vnd.oci.image.manifest.v1+json',
@@ -215,7 +220,9 @@ async function main(): Promise<void> {
 
     const port = await freePort();
     const { command, args, cwd } = entryCommand('api/main', ['--workers', String(WORKERS)], { compiled: true });
-    api = spawn(command, args, {
+    // Cluster workers inherit the primary's execArgv, so each writes its own profile.
+    const profile = CPU_PROF ? ['--cpu-prof', `--cpu-prof-dir=${path.resolve(CPU_PROF)}`] : [];
+    api = spawn(command, [...profile, ...args], {
       cwd,
       env: { ...process.env, ...eph.env({ PORT: String(port), MERIDIAN_STORAGE_PREFERENCE: region.name, LOG_LEVEL: 'warn', MERIDIAN_TOKEN_TTL_SECONDS: '86400' }) },
       stdio: ['ignore', 'inherit', 'inherit'],
@@ -277,19 +284,22 @@ async function main(): Promise<void> {
     const failures: string[] = [];
     for (const row of rows) {
       if (ONLY && !ONLY.includes(row.name)) continue;
-      for (const c of CONCURRENCY) {
+      for (const c of [0, ...CONCURRENCY]) {
         const run = async (base: string, side: Side, auth?: string) => {
           // As docker and containerd do: say which manifest formats are accepted (distribution
           // refuses to serve an OCI manifest to a client that does not).
           const headers = { accept: MANIFEST_ACCEPT, ...(auth ? { authorization: auth } : {}) };
+          const connections = c || 16;
           if (side.sequence) {
             const requests = side.sequence.map((p) => ({ method: 'GET' as const, path: p }));
-            return load({ url: base, connections: c, headers, requests, expect: side.expect });
+            return load({ url: base, connections, headers, requests, expect: side.expect });
           }
-          return load({ url: `${base}${side.path}`, connections: c, method: side.method, headers, expect: side.expect });
+          return load({ url: `${base}${side.path}`, connections, method: side.method, headers, expect: side.expect });
         };
         const mer = await run(meridian, row.meridian, row.meridian.basic ? basic : bearer);
         const dis = row.distribution ? await run(dist.url, row.distribution) : undefined;
+        // c = 0: a warm-up round at concurrency 16 (JIT, pools, caches on both sides), not shown.
+        if (c === 0) continue;
         const ratio = dis ? mer.rps / dis.rps : undefined;
         console.log(`${row.name.padEnd(22)} ${String(c).padStart(3)}  ${fmt(mer)} ${fmt(dis)} ${ratio === undefined ? '' : `${ratio.toFixed(2)}x`}`);
         for (const [who, m] of [['Meridian', mer], ['distribution', dis]] as const) if (m?.codes) console.log(`${''.padEnd(28)}${who}: ${m.codes}`);
