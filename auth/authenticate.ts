@@ -84,7 +84,11 @@ export function parseBasic(header: string): { name: string; secret: string } | u
   const decoded = Buffer.from(m[1]!, 'base64').toString('utf8');
   const i = decoded.indexOf(':');
   if (i < 0) return undefined;
-  return { name: decoded.slice(0, i), secret: decoded.slice(i + 1) };
+  const name = decoded.slice(0, i);
+  const secret = decoded.slice(i + 1);
+  // No account name holds a control character, and PostgreSQL refuses NUL in text: malformed.
+  if (/[\u0000-\u001f\u007f]/.test(name) || secret.includes('\u0000') || name.length > 512 || secret.length > 4096) return undefined;
+  return { name, secret };
 }
 
 async function apiTokenPrincipal(s: Services, token: string): Promise<Principal | null> {

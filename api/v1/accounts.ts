@@ -101,7 +101,9 @@ export function accountRoutes(s: Services): Route[] {
       params: orgParams,
       access: orgAdmin,
       handler: async (ctx, { params: { org } }) => {
-        const ns = (await namespaceByName(s.db, org))!;
+        // A superuser passes the access step for a namespace that does not exist.
+        const ns = await namespaceByName(s.db, org);
+        if (!ns) throw new ApiError(404, 'not_found', `namespace ${org} not found`);
         const rows = await s.db.select().from(robots).where(eq(robots.namespaceId, ns.id)).orderBy(asc(robots.shortName));
         ctx.body = { robots: rows.map((r) => robotView(org, r)) };
       },
