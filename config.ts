@@ -89,6 +89,8 @@ export interface Config {
   mirrorTagAttempts: number;
   /** Tags one sync workflow run handles before it continues as new (bounds its history). */
   mirrorTagsPerRun: number;
+  /** How long an unreferenced blob or untagged manifest is kept before GC deletes it. */
+  gcGraceSeconds: number;
   /** A name for this instance in logs and metrics. */
   instanceName: string;
   logLevel: string;
@@ -270,6 +272,7 @@ export function loadConfig(env: Env = process.env, opts: LoadOptions = {}): Conf
     mirrorUpstreamConcurrency: int(env, 'MERIDIAN_MIRROR_UPSTREAM_CONCURRENCY', 8, 1, 256),
     mirrorTagAttempts: int(env, 'MERIDIAN_MIRROR_TAG_ATTEMPTS', 5, 1, 100),
     mirrorTagsPerRun: int(env, 'MERIDIAN_MIRROR_TAGS_PER_RUN', 300, 1, 5000),
+    gcGraceSeconds: int(env, 'MERIDIAN_GC_GRACE', 86400, 0, 365 * 86400),
     instanceName: str(env, 'MERIDIAN_INSTANCE_NAME', storagePreference[0] ?? 'meridian'),
     logLevel: str(env, 'LOG_LEVEL', 'info'),
   };

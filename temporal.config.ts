@@ -62,4 +62,7 @@ export const WORKFLOW_IDS = {
   mirrorSchedule: (repository: string) => `mirror/${repository}`,
   mirrorSync: (repository: string) => `mirror-sync/${repository}`,
   expireUploadsSchedule: 'maintenance/expire-uploads',
+  collectGarbageSchedule: 'maintenance/collect-garbage',
+  /** Runs started by `meridian gc run` (one at a time; a dry run has its own id). */
+  collectGarbage: (dryRun: boolean) => (dryRun ? 'gc/dry-run' : 'gc/run'),
 } as const;

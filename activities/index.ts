@@ -1,6 +1,7 @@
 // The activities factory: every activity Meridian runs, built from injected dependencies so that
 // tests can give them their own database, storage and clients.
 import type { Services } from '../platform/services.ts';
+import { createGcActivities } from './gc.ts';
 import { createMaintenanceActivities } from './maintenance.ts';
 import { createMirrorActivities } from './mirror.ts';
 import { createReplicationActivities } from './replication.ts';
@@ -11,6 +12,7 @@ export function createActivities(deps: ActivityDeps) {
   return {
     ...createReplicationActivities(deps),
     ...createMaintenanceActivities(deps),
+    ...createGcActivities(deps),
     ...createMirrorActivities(deps),
   };
 }

@@ -7,6 +7,7 @@
 import { createInterface } from 'node:readline/promises';
 import { Command, CommanderError } from 'commander';
 import { accountCommands } from './commands/accounts.ts';
+import { gcCommand } from './commands/gc.ts';
 import { mirrorCommand } from './commands/mirror.ts';
 import { replicationCommands } from './commands/replication.ts';
 import { repoCommands } from './commands/repos.ts';
@@ -34,7 +35,7 @@ export function buildProgram(io: CliIo): Command {
       ...(o.password !== undefined ? { MERIDIAN_PASSWORD: o.password } : {}),
     });
   };
-  for (const c of [...accountCommands(io, target), repoCommands(io, target), ...replicationCommands(io, target), secretCommands(io, target), mirrorCommand(io, target), temporalCommand(io)]) {
+  for (const c of [...accountCommands(io, target), repoCommands(io, target), ...replicationCommands(io, target), secretCommands(io, target), mirrorCommand(io, target), gcCommand(io, target), temporalCommand(io)]) {
     program.addCommand(c);
   }
   // Every command, however deep, reports through io and never exits the process itself.

@@ -6,12 +6,14 @@
 //
 // A new workflow type: declare it in a file here, add it to WORKFLOWS, export its
 // implementation from workflows/index.ts.
+import { collectGarbageWorkflow } from './gc.ts';
 import { expireUploadsWorkflow } from './maintenance.ts';
 import { deliverMirrorNotificationWorkflow, mirrorSyncWorkflow, reconcileMirrorWorkflow } from './mirror.ts';
 import { backfillWorkflow, removeLocationWorkflow, replicateBlobWorkflow } from './replication.ts';
 import type { WorkflowDefinition, WorkflowOf } from './define.ts';
 
 export * from './define.ts';
+export * from './gc.ts';
 export * from './maintenance.ts';
 export * from './mirror.ts';
 export * from './replication.ts';
@@ -26,6 +28,7 @@ export const WORKFLOWS = byName([
   backfillWorkflow,
   removeLocationWorkflow,
   expireUploadsWorkflow,
+  collectGarbageWorkflow,
   mirrorSyncWorkflow,
   reconcileMirrorWorkflow,
   deliverMirrorNotificationWorkflow,

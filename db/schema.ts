@@ -195,7 +195,9 @@ export const blobPlacements = pgTable(
     locationId: ref('location_id')
       .notNull()
       .references(() => storageLocations.id, { onDelete: 'cascade' }),
-    state: text('state', { enum: ['available', 'deleting'] }).notNull().default('available'),
+    /** `deleting`: marked by GC, not served, object intact (a reference revives it); `purging`:
+     * GC is deleting its object (gc/blobs.ts describes the protocol). */
+    state: text('state', { enum: ['available', 'deleting', 'purging'] }).notNull().default('available'),
     /** The object holding the bytes, when it is not the content address (a chunked upload's own
      * object becomes the blob rather than being copied). Null = `blobKey(prefix, digest)`.
      * Always resolve with `storage/paths.ts` `placementKey`. */

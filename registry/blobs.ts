@@ -85,6 +85,9 @@ export interface CommitBlobInput {
   locationId: number;
   /** The object holding the bytes when it is not the content address (an upload's own object). */
   objectKey?: string | null;
+  /** The caller wrote nothing: it relies on the location's existing (available or deleting)
+   * placement. Fails with BlobCollectedError when that copy was claimed by GC meanwhile. */
+  reuse?: boolean;
   /** Link the blob to this repository too. */
   repositoryId?: number;
   repositoryName?: string;
@@ -98,49 +101,119 @@ export interface CommittedPlacement {
   usesObject: boolean;
 }
 
+/** A push relied on a copy that garbage collection claimed while the push ran: the client
+ * pushes again (answered 503 with Retry-After, which clients retry). */
+export class BlobCollectedError extends Error {
+  constructor(readonly digest: string) {
+    super(`blob ${digest} was being garbage-collected while it was pushed; push it again`);
+    this.name = 'BlobCollectedError';
+  }
+}
+
+/** The blob row, locked FOR KEY SHARE (GC deletes blob rows under FOR UPDATE, so a commit and
+ * the deletion serialize), created when missing. */
+async function lockedBlob(tx: DbOrTx, input: { digest: string; size: number; mediaType?: string | null }): Promise<BlobRow> {
+  for (let attempt = 0; ; attempt++) {
+    await tx.insert(blobs).values({ digest: input.digest, size: input.size, mediaType: input.mediaType ?? null }).onConflictDoNothing();
+    const [row] = await tx.select().from(blobs).where(eq(blobs.digest, input.digest)).for('key share');
+    if (row) return row;
+    // Deleted by GC between the insert and the lock: insert again.
+    if (attempt >= 3) throw new Error(`blob ${input.digest} keeps disappearing`);
+  }
+}
+
 /**
  * Records that `location` holds the verified bytes of `digest`: the blob row (once per digest),
- * the placement (once per location), the repository link, and — when the placement is new — the
- * intent to replicate the blob to the other locations, all in the caller's transaction.
+ * the placement (once per location), the repository link, and — when the placement is new or
+ * revived from GC — the intent to replicate the blob to the other locations, all in the caller's
+ * transaction.
  *
- * An existing available placement keeps its object. One being deleted (GC) is taken over when
- * the caller brings its own object (a key nobody else writes): it points at the new object and is
- * available again, so the deletion removes only the object it marked, never the new one.
+ * Placements GC marked `deleting` still have their object: a commit revives them (keeping that
+ * object). One GC is `purging` has an object about to go: only a caller bringing its own object
+ * (a key nobody else writes) takes it over; the purge then removes just the old object.
  */
 export async function commitBlob(tx: DbOrTx, input: CommitBlobInput): Promise<CommittedPlacement> {
-  await tx
-    .insert(blobs)
-    .values({ digest: input.digest, size: input.size, mediaType: input.mediaType ?? null })
-    .onConflictDoNothing();
-  const blob = (await blobByDigest(tx, input.digest))!;
+  const blob = await lockedBlob(tx, input);
   if (blob.size !== input.size) {
     // Same digest, different size: impossible unless a hash collision or a bug; refuse loudly.
     throw new Error(`blob ${input.digest} is recorded with size ${blob.size}, not ${input.size}`);
   }
   const objectKey = input.objectKey ?? null;
-  const takeOver = objectKey !== null;
-  const placed = await tx
-    .insert(blobPlacements)
-    .values({ blobId: blob.id, locationId: input.locationId, state: 'available', objectKey, verifiedAt: sql`now()` })
-    .onConflictDoUpdate({
-      target: [blobPlacements.blobId, blobPlacements.locationId],
-      set: takeOver
-        ? {
-            verifiedAt: sql`now()`,
-            objectKey: sql`case when ${blobPlacements.state} = 'available' then ${blobPlacements.objectKey} else excluded.object_key end`,
-            state: 'available',
-          }
-        : { verifiedAt: sql`now()` },
-      setWhere: takeOver ? undefined : sql`${blobPlacements.state} = 'available'`,
-    })
-    // xmax is 0 on a freshly inserted row version and non-zero on one written by the update.
-    .returning({ inserted: sql<boolean>`(xmax = 0)`, objectKey: blobPlacements.objectKey });
-  const newPlacement = placed[0]?.inserted === true;
-  const usesObject = placed[0] !== undefined && placed[0].objectKey === objectKey;
-  if (input.repositoryId !== undefined) await linkBlob(tx, input.repositoryId, blob.id);
-  if (newPlacement) {
-    const args: ReplicateBlobInput = { digest: input.digest, ...(input.repositoryName ? { repository: input.repositoryName } : {}) };
-    await enqueueWorkflowStart(tx, replicateBlobWorkflow, { workflowId: WORKFLOW_IDS.replicateBlob(input.digest), args: [args] });
+  const where = and(eq(blobPlacements.blobId, blob.id), eq(blobPlacements.locationId, input.locationId));
+  let newPlacement = false;
+  let finalKey: string | null = null;
+  for (let attempt = 0; ; attempt++) {
+    const [current] = await tx.select().from(blobPlacements).where(where).for('update');
+    if (!current) {
+      if (input.reuse) throw new BlobCollectedError(input.digest);
+      const inserted = await tx
+        .insert(blobPlacements)
+        .values({ blobId: blob.id, locationId: input.locationId, state: 'available', objectKey, verifiedAt: sql`now()` })
+        .onConflictDoNothing()
+        .returning({ id: blobPlacements.id });
+      if (inserted.length === 0 && attempt < 3) continue; // another commit inserted it meanwhile
+      newPlacement = true;
+      finalKey = objectKey;
+      break;
+    }
+    if (current.state === 'purging') {
+      if (objectKey === null) throw new BlobCollectedError(input.digest);
+      await tx.update(blobPlacements).set({ state: 'available', objectKey, verifiedAt: sql`now()` }).where(where);
+      finalKey = objectKey;
+    } else {
+      await tx.update(blobPlacements).set({ state: 'available', verifiedAt: sql`now()` }).where(where);
+      finalKey = current.objectKey;
+    }
+    // A revived placement: the blob's other copies may be gone meanwhile, so replicate again.
+    newPlacement = current.state !== 'available';
+    break;
   }
+  const usesObject = finalKey === objectKey;
+  if (input.repositoryId !== undefined) await linkBlob(tx, input.repositoryId, blob.id);
+  if (newPlacement) await enqueueReplication(tx, input.digest, input.repositoryName);
   return { blob, newPlacement, usesObject };
+}
+
+async function enqueueReplication(tx: DbOrTx, digest: string, repositoryName?: string): Promise<void> {
+  const args: ReplicateBlobInput = { digest, ...(repositoryName ? { repository: repositoryName } : {}) };
+  await enqueueWorkflowStart(tx, replicateBlobWorkflow, { workflowId: WORKFLOW_IDS.replicateBlob(digest), args: [args] });
+}
+
+/**
+ * Called by a manifest PUT for the blobs it references, in its transaction: locks their rows
+ * (so GC's mark waits and then sees the reference), revives placements GC marked `deleting`
+ * (their objects are intact) and returns the digests that have no usable copy left — those a
+ * manifest must not reference until they are pushed again.
+ */
+export async function claimBlobsForManifest(tx: DbOrTx, blobRows: BlobRow[], repositoryName?: string): Promise<string[]> {
+  if (blobRows.length === 0) return [];
+  const ids = blobRows.map((b) => b.id);
+  await tx.select({ id: blobs.id }).from(blobs).where(inArray(blobs.id, ids)).for('key share');
+  const revived = await tx
+    .update(blobPlacements)
+    .set({ state: 'available' })
+    .where(and(inArray(blobPlacements.blobId, ids), eq(blobPlacements.state, 'deleting')))
+    .returning({ blobId: blobPlacements.blobId });
+  const live = await tx
+    .selectDistinct({ blobId: blobPlacements.blobId })
+    .from(blobPlacements)
+    .where(and(inArray(blobPlacements.blobId, ids), eq(blobPlacements.state, 'available')));
+  const liveIds = new Set(live.map((r) => r.blobId));
+  const revivedIds = new Set(revived.map((r) => r.blobId));
+  for (const b of blobRows) if (revivedIds.has(b.id)) await enqueueReplication(tx, b.digest, repositoryName);
+  return blobRows.filter((b) => !liveIds.has(b.id)).map((b) => b.digest);
+}
+
+/** The location's placement of a blob in any state (uploads decide from it whether to write). */
+export async function placementStateAt(
+  db: DbOrTx,
+  digest: string,
+  locationId: number,
+): Promise<'available' | 'deleting' | 'purging' | undefined> {
+  const [row] = await db
+    .select({ state: blobPlacements.state })
+    .from(blobPlacements)
+    .innerJoin(blobs, eq(blobs.id, blobPlacements.blobId))
+    .where(and(eq(blobs.digest, digest), eq(blobPlacements.locationId, locationId)));
+  return row?.state;
 }

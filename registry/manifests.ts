@@ -3,7 +3,7 @@
 import { and, asc, eq, inArray, sql } from 'drizzle-orm';
 import type { DbOrTx } from '../db/client.ts';
 import { manifestBlobs, manifestChildren, manifests, tags } from '../db/schema.ts';
-import { linkedDigests } from './blobs.ts';
+import { claimBlobsForManifest, linkedDigests } from './blobs.ts';
 import { type DigestAlgorithm, isDigest, parseDigest } from './digest.ts';
 import { digestOf } from './hashing.ts';
 import type { Repository } from './repositories.ts';
@@ -136,6 +136,22 @@ export async function manifestByDigest(db: DbOrTx, repositoryId: number, digest:
   return row;
 }
 
+/** Inserts the manifest unless stored, and locks its row FOR KEY SHARE: GC deletes expired
+ * manifests under FOR UPDATE, so tagging one and deleting it serialize; one deleted between the
+ * insert and the lock is inserted again. */
+async function storeManifest(tx: DbOrTx, row: typeof manifests.$inferInsert): Promise<ManifestRow> {
+  for (let attempt = 0; attempt < 3; attempt++) {
+    await tx.insert(manifests).values(row).onConflictDoNothing();
+    const [stored] = await tx
+      .select()
+      .from(manifests)
+      .where(and(eq(manifests.repositoryId, row.repositoryId), eq(manifests.digest, row.digest)))
+      .for('key share');
+    if (stored) return stored;
+  }
+  throw new Error(`manifest ${row.digest} keeps disappearing`);
+}
+
 export async function manifestByTag(db: DbOrTx, repositoryId: number, tag: string): Promise<ManifestRow | undefined> {
   const [row] = await db
     .select({ m: manifests })
@@ -183,6 +199,11 @@ export async function putManifest(
       digests: missingBlobs.map((d) => d.digest),
     });
   }
+  // GC may have marked some of them meanwhile: revive those, refuse those whose copies are gone.
+  const collected = await claimBlobsForManifest(tx, [...new Map([...have.values()].map((b) => [b.id, b])).values()], repo.fullName);
+  if (collected.length > 0) {
+    throw new ManifestError('MANIFEST_BLOB_UNKNOWN', `blob ${collected[0]} was garbage-collected; push it again`, { digests: collected });
+  }
   const childDigests = [...new Set(parsed.children.map((c) => c.digest))];
   const childRows =
     childDigests.length === 0
@@ -197,20 +218,17 @@ export async function putManifest(
     throw new ManifestError('MANIFEST_BLOB_UNKNOWN', `manifest ${missing[0]} is not in repository ${repo.fullName}`, { digests: missing });
   }
 
-  await tx
-    .insert(manifests)
-    .values({
-      repositoryId: repo.id,
-      digest,
-      mediaType: parsed.mediaType,
-      artifactType: parsed.artifactType ?? null,
-      subjectDigest: parsed.subject?.digest ?? null,
-      annotations: parsed.annotations ?? null,
-      size: input.bytes.length,
-      content: input.bytes,
-    })
-    .onConflictDoNothing();
-  const manifest = (await manifestByDigest(tx, repo.id, digest))!;
+  const row = {
+    repositoryId: repo.id,
+    digest,
+    mediaType: parsed.mediaType,
+    artifactType: parsed.artifactType ?? null,
+    subjectDigest: parsed.subject?.digest ?? null,
+    annotations: parsed.annotations ?? null,
+    size: input.bytes.length,
+    content: input.bytes,
+  };
+  const manifest = await storeManifest(tx, row);
   const blobIds = [...new Set([...have.values()].map((b) => b.id))];
   if (blobIds.length > 0) {
     await tx.insert(manifestBlobs).values(blobIds.map((blobId) => ({ manifestId: manifest.id, blobId }))).onConflictDoNothing();

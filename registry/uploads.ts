@@ -16,7 +16,7 @@ import type { Location } from '../storage/locations.ts';
 import { MultipartWriter } from '../storage/multipart-writer.ts';
 import { blobKey, uploadDataKey, uploadTailKey } from '../storage/paths.ts';
 import { placementAdded } from '../replication/placements.ts';
-import { commitBlob, placementAt } from './blobs.ts';
+import { commitBlob, placementStateAt } from './blobs.ts';
 import { type DigestAlgorithm, parseDigest } from './digest.ts';
 import { createResumableHasher, createStreamingHasher, type ResumableHasher, restoreHasher } from './hashing.ts';
 import { writeLocation } from './placement.ts';
@@ -365,10 +365,20 @@ export async function completeUpload(s: Services, repo: Repository, id: string, 
 
     // Verified. Unless this location already holds the blob, store it: small blobs (less than
     // a part, all in memory) at the content address, larger ones where their parts already are.
+    // A copy GC is purging is about to lose its object at the content address: then even a
+    // small blob goes to the session's own key (which nobody else writes).
     let objectKey: string | null = null;
-    if (!(await placementAt(s.db, digest, loc.id))) {
+    const existing = await placementStateAt(s.db, digest, loc.id);
+    const reuse = existing === 'available' || existing === 'deleting';
+    if (!reuse) {
       if (!state.writer.uploadId) {
-        await writeIfAbsent(loc.driver, blobKey(loc.pathPrefix, digest), small ?? state.writer.takeBuffered());
+        const bytes = small ?? state.writer.takeBuffered();
+        if (existing === 'purging') {
+          await loc.driver.write(held.objectKey, bytes);
+          objectKey = held.objectKey;
+        } else {
+          await writeIfAbsent(loc.driver, blobKey(loc.pathPrefix, digest), bytes);
+        }
       } else {
         if (!completed) await completeMultipart(state.writer, loc, held, size);
         objectKey = held.objectKey;
@@ -381,7 +391,7 @@ export async function completeUpload(s: Services, repo: Repository, id: string, 
         .returning({ id: uploadSessions.id });
       lost = ended.length === 0;
       if (lost) throw new UploadError('BLOB_UPLOAD_INVALID', 'the upload was changed by another request');
-      return commitBlob(tx, { digest, size, locationId: loc.id, objectKey, repositoryId: repo.id, repositoryName: repo.fullName });
+      return commitBlob(tx, { digest, size, locationId: loc.id, objectKey, reuse, repositoryId: repo.id, repositoryName: repo.fullName });
     });
     await placementAdded(s.redis, digest);
     // The session is gone: remove its scratch objects, and its object unless it became the blob.
@@ -453,8 +463,12 @@ export async function putBlob(
   contentLength: number | undefined,
 ): Promise<CommittedBlob> {
   const { algorithm } = parseDigest(digest);
-  const key = blobKey(loc.pathPrefix, digest);
-  const exists = (await placementAt(s.db, digest, loc.id)) !== undefined;
+  // An available or GC-marked copy is reused; one GC is purging loses its content-address
+  // object, so the bytes go to a key of their own instead.
+  const existing = await placementStateAt(s.db, digest, loc.id);
+  const exists = existing === 'available' || existing === 'deleting';
+  const ownKey = existing === 'purging' ? uploadDataKey(loc.pathPrefix, randomUUID()) : null;
+  const key = ownKey ?? blobKey(loc.pathPrefix, digest);
   const hasher = createStreamingHasher(algorithm);
   const writer = exists ? undefined : new MultipartWriter(loc.driver, key);
   let size = 0;
@@ -486,7 +500,13 @@ export async function putBlob(
     await writer?.abort();
     throw e;
   }
-  await s.db.transaction((tx) => commitBlob(tx, { digest, size, locationId: loc.id, repositoryId: repo.id, repositoryName: repo.fullName }));
+  const committed = await s.db.transaction((tx) =>
+    commitBlob(tx, { digest, size, locationId: loc.id, objectKey: ownKey, reuse: exists, repositoryId: repo.id, repositoryName: repo.fullName }),
+  ).catch(async (e: unknown) => {
+    if (ownKey) await loc.driver.delete(ownKey).catch(() => {});
+    throw e;
+  });
+  if (ownKey && !committed.usesObject) await loc.driver.delete(ownKey).catch(() => {});
   await placementAdded(s.redis, digest);
   return { digest, size, location: loc };
 }

@@ -7,6 +7,7 @@ import type { Redis } from 'ioredis';
 import type { DbOrTx } from '../db/client.ts';
 import { blobPlacements } from '../db/schema.ts';
 import { type Placement, placementsOf } from '../registry/blobs.ts';
+import { ReplicationError } from './errors.ts';
 
 const EPOCH_KEY = 'placements:epoch';
 const entryKey = (digest: string) => `placements:${digest}`;
@@ -15,13 +16,18 @@ const TTL_SECONDS = 300;
 /** Records a verified copy made by replication at the blob's content address (never itself a
  * reason to replicate). */
 export async function recordPlacement(tx: DbOrTx, blobId: number, locationId: number): Promise<void> {
-  await tx
+  const rows = await tx
     .insert(blobPlacements)
     .values({ blobId, locationId, state: 'available', objectKey: null, verifiedAt: sql`now()` })
     .onConflictDoUpdate({
       target: [blobPlacements.blobId, blobPlacements.locationId],
       set: { state: 'available', objectKey: null, verifiedAt: sql`now()` },
-    });
+      // GC is deleting the content-address object there (gc/blobs.ts): the copy just written
+      // may be what it deletes, so it does not count; the copy is retried after the purge.
+      setWhere: sql`${blobPlacements.state} <> 'purging'`,
+    })
+    .returning({ id: blobPlacements.id });
+  if (rows.length === 0) throw new ReplicationError('targetUnavailable', 'the target copy is being garbage-collected; retrying after');
 }
 
 export async function deletePlacement(tx: DbOrTx, blobId: number, locationId: number): Promise<void> {
@@ -43,7 +49,8 @@ export async function cachedPlacements(db: DbOrTx, redis: Redis, blob: { id: num
     epoch = null; // Redis down: go to the database every time.
   }
   const placements = await placementsOf(db, blob.id);
-  if (epoch !== null) {
+  // No copy is not cached: a copy GC marked may be revived by a push any moment.
+  if (epoch !== null && placements.length > 0) {
     const p = placements.map((x) => [x.locationId, x.objectKey]);
     await redis.set(entryKey(blob.digest), JSON.stringify({ e: epoch, p }), 'EX', TTL_SECONDS).catch(() => {});
   }

@@ -4,6 +4,7 @@
 // them. Mirror schedules are per repository and follow their database rows (mirror/schedule.ts);
 // setup reconciles those too.
 import { type Client, ScheduleAlreadyRunning, ScheduleNotFoundError, ScheduleOverlapPolicy, type ScheduleOptions } from '@temporalio/client';
+import { collectGarbageWorkflow } from '../contract/gc.ts';
 import { expireUploadsWorkflow } from '../contract/maintenance.ts';
 import { scheduledStart } from '../platform/workflows.ts';
 import { WORKFLOW_IDS } from '../temporal.config.ts';
@@ -24,6 +25,13 @@ export const MAINTENANCE_SCHEDULES: OwnedSchedule[] = [
     action: scheduledStart(expireUploadsWorkflow, { args: [{}] }),
     policies: { overlap: ScheduleOverlapPolicy.SKIP, catchupWindow: '1 hour' },
     note: 'Ends upload sessions abandoned for 24 hours and deletes their partial objects.',
+  },
+  {
+    scheduleId: WORKFLOW_IDS.collectGarbageSchedule,
+    spec: { intervals: [{ every: '1 day', offset: '3 hours' }] },
+    action: scheduledStart(collectGarbageWorkflow, { args: [{}], workflowId: 'gc/scheduled' }),
+    policies: { overlap: ScheduleOverlapPolicy.SKIP, catchupWindow: '1 hour' },
+    note: 'Deletes untagged manifests and unreferenced blobs older than MERIDIAN_GC_GRACE from every location.',
   },
 ];
 

@@ -4,6 +4,7 @@ export * from './replication.ts';
 export * from './backfill.ts';
 export * from './remove-location.ts';
 export * from './maintenance.ts';
+export * from './gc.ts';
 export * from './mirror.ts';
 
 // Compiles only while every workflow type of the contract is exported here, under its name and

@@ -5,13 +5,14 @@ import type { Services } from '../../platform/services.ts';
 import { router } from '../router.ts';
 import { accountRoutes } from './accounts.ts';
 import { v1Errors } from './common.ts';
+import { gcRoutes } from './gc.ts';
 import { mirrorRoutes } from './mirror.ts';
 import { notificationRoutes } from './notifications.ts';
 import { operationRoutes } from './operations.ts';
 import { repositoryRoutes } from './repositories.ts';
 
 export function managementApi(s: Services): Koa.Middleware {
-  return router([...accountRoutes(s), ...repositoryRoutes(s), ...mirrorRoutes(s), ...notificationRoutes(s), ...operationRoutes(s)], {
+  return router([...accountRoutes(s), ...repositoryRoutes(s), ...mirrorRoutes(s), ...notificationRoutes(s), ...operationRoutes(s), ...gcRoutes(s)], {
     prefix: '/api/v1',
     trailingSlash: true,
     errors: v1Errors(s),

@@ -3,6 +3,7 @@ import { AccountError } from '../../auth/accounts.ts';
 import { BlobUnknownError, RangeNotSatisfiableError } from '../../registry/blob-server.ts';
 import { InvalidDigestError } from '../../registry/digest.ts';
 import { ManifestError } from '../../registry/manifests.ts';
+import { BlobCollectedError } from '../../registry/blobs.ts';
 import { NoLocationError } from '../../registry/placement.ts';
 import { RepositoryError } from '../../registry/repositories.ts';
 import { UploadError } from '../../registry/uploads.ts';
@@ -61,6 +62,7 @@ export function toOciError(e: unknown): OciError | undefined {
     if (e.kind === 'forbidden') return new OciError('DENIED', e.message);
     return new OciError('UNSUPPORTED', e.message, undefined, e.kind === 'conflict' ? 409 : 400);
   }
+  if (e instanceof BlobCollectedError) return new OciError('UNAVAILABLE', e.message, undefined, 503, { 'Retry-After': '1' });
   if (e instanceof NoLocationError || e instanceof StorageUnavailableError) {
     return new OciError('UNAVAILABLE', 'storage is temporarily unavailable, retry later', undefined, 503, { 'Retry-After': '5' });
   }

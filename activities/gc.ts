@@ -1,0 +1,40 @@
+// Garbage collection activities: thin adapters over gc/. Purges run on the location's own copy
+// task queue (in its region, next to its storage); the rest only touch the database.
+import { Context } from '@temporalio/activity';
+import type { Services } from '../platform/services.ts';
+import { placementsRemoved } from '../replication/placements.ts';
+import { deleteUnplacedBlobs, locationsWithPendingDeletions, markGarbage, type PurgeBatch, purgeLocationBatch } from '../gc/blobs.ts';
+import { expireUntaggedManifests } from '../gc/manifests.ts';
+
+export function createGcActivities(s: Pick<Services, 'db' | 'redis' | 'locations' | 'config' | 'logger'>) {
+  const deps = { db: s.db, locations: s.locations };
+  const log = s.logger.child({ component: 'gc' });
+  return {
+    /** MERIDIAN_GC_GRACE of the workers (the workflow cannot read the environment). */
+    gcGraceSeconds: async (): Promise<number> => s.config.gcGraceSeconds,
+
+    expireUntaggedManifests: (input: { graceSeconds: number; limit: number; dryRun: boolean }) => expireUntaggedManifests(s.db, input),
+
+    markGarbage: (input: { graceSeconds: number; afterBlobId: number; limit: number; dryRun: boolean }) => markGarbage(deps, input),
+
+    gcPendingLocations: () => locationsWithPendingDeletions(deps),
+
+    /** Purges the location's marked copies, batch after batch, for up to a few minutes. */
+    async purgeLocation(input: { location: string; batch: number; maxBatches: number }): Promise<PurgeBatch> {
+      const total: PurgeBatch = { deleted: 0, bytes: 0, remaining: true };
+      for (let i = 0; i < input.maxBatches && total.remaining; i++) {
+        Context.current().heartbeat(total);
+        const b = await purgeLocationBatch(deps, { location: input.location, limit: input.batch });
+        total.deleted += b.deleted;
+        total.bytes += b.bytes;
+        total.remaining = b.remaining;
+        // Pull paths cache placements: removed ones must not be served from the cache.
+        if (b.deleted > 0) await placementsRemoved(s.redis);
+      }
+      if (total.deleted > 0) log.info({ location: input.location, deleted: total.deleted, bytes: total.bytes }, 'garbage deleted');
+      return total;
+    },
+
+    deleteUnplacedBlobs: (input: { limit: number }) => deleteUnplacedBlobs(deps, input),
+  };
+}

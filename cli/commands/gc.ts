@@ -1,0 +1,115 @@
+// `meridian gc run [--dry-run]` and `meridian gc status`: garbage collection.
+import { Command, InvalidArgumentError } from 'commander';
+import { api, type ApiTarget, CliError, type CliIo } from '../client.ts';
+
+interface Tally {
+  location: string;
+  blobs: number;
+  bytes: number;
+}
+
+interface Progress {
+  phase: string;
+  dryRun: boolean;
+  graceSeconds: number;
+  manifestsDeleted: number;
+  blobsScanned: number;
+  blobsMarked: number;
+  bytesMarked: number;
+  markedPerLocation: Tally[];
+  reclaimedPerLocation: Tally[];
+  pendingLocations: string[];
+  failedLocations: { location: string; reason: string }[];
+  blobRowsDeleted: number;
+}
+
+interface Status {
+  workflowId: string;
+  status: string;
+  progress: Progress | null;
+  error?: string;
+}
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+const mib = (bytes: number) => `${(bytes / 1024 / 1024).toFixed(1)} MiB`;
+const PHASES = ['manifests', 'mark', 'sweep', 'finish', 'done'];
+
+function progressLine(p: Progress): string {
+  const step = Math.max(0, PHASES.indexOf(p.phase));
+  const bar = `[${'#'.repeat(step * 6)}${'.'.repeat((PHASES.length - 1 - step) * 6)}]`;
+  const reclaimed = p.reclaimedPerLocation.reduce((a, t) => a + t.bytes, 0);
+  return `${bar} ${p.phase.padEnd(9)} scanned ${p.blobsScanned}  unreferenced ${p.blobsMarked} (${mib(p.bytesMarked)})  reclaimed ${mib(reclaimed)}${
+    p.pendingLocations.length ? `  waiting for ${p.pendingLocations.join(', ')}` : ''
+  }`;
+}
+
+function report(io: CliIo, p: Progress): void {
+  io.out(`${p.dryRun ? 'dry run — nothing was deleted' : 'garbage collection done'} (grace ${p.graceSeconds} s)`);
+  io.out(`untagged manifests ${p.dryRun ? 'to expire' : 'expired'}: ${p.manifestsDeleted}`);
+  io.out(`unreferenced blobs: ${p.blobsMarked} of ${p.blobsScanned} (${mib(p.bytesMarked)})`);
+  const rows = p.dryRun ? p.markedPerLocation : p.reclaimedPerLocation;
+  for (const t of rows) io.out(`  ${t.location.padEnd(12)} ${p.dryRun ? 'reclaimable' : 'reclaimed'} ${String(t.blobs).padStart(8)} copies  ${mib(t.bytes)}`);
+  for (const f of p.failedLocations) io.out(`  ${f.location.padEnd(12)} NOT DONE: ${f.reason} (its deletions wait for the next run)`);
+  if (!p.dryRun) io.out(`blob rows deleted: ${p.blobRowsDeleted}`);
+}
+
+async function follow(io: CliIo, target: () => ApiTarget, dryRun: boolean): Promise<Status> {
+  let lastLine = 0;
+  for (;;) {
+    const { json } = await api(target(), 'GET', `/gc${dryRun ? '?dry_run=true' : ''}`);
+    const r = json as Status;
+    if (r.progress) {
+      const line = progressLine(r.progress);
+      if (io.isTTY) process.stderr.write(`\r${line}`);
+      else if (Date.now() - lastLine > 5000 || r.status !== 'RUNNING') {
+        io.err(line);
+        lastLine = Date.now();
+      }
+    }
+    if (r.status !== 'RUNNING') {
+      if (io.isTTY) process.stderr.write('\n');
+      return r;
+    }
+    await sleep(1000);
+  }
+}
+
+function seconds(v: string): number {
+  if (!/^\d{1,9}$/.test(v)) throw new InvalidArgumentError('a whole number of seconds');
+  return Number(v);
+}
+
+export function gcCommand(io: CliIo, target: () => ApiTarget): Command {
+  const gc = new Command('gc').description('garbage collection: untagged manifests and unreferenced blobs, in every location');
+  gc.command('run')
+    .description('collect garbage now (and wait for it, drawing progress)')
+    .option('--dry-run', 'only report what would be deleted and how much each location would reclaim')
+    .option('--grace <seconds>', 'keep what changed more recently than this (default: MERIDIAN_GC_GRACE of the workers)', seconds)
+    .option('--no-wait', 'start it and return')
+    .option('--json', 'print the final report as JSON')
+    .action(async (o: { dryRun?: boolean; grace?: number; wait: boolean; json?: boolean }) => {
+      const body = { dry_run: o.dryRun ?? false, ...(o.grace !== undefined ? { grace_seconds: o.grace } : {}) };
+      const { json } = await api(target(), 'POST', '/gc', body);
+      const started = json as { workflowId: string };
+      if (!o.wait) return io.out(`started ${started.workflowId}`);
+      const r = await follow(io, target, o.dryRun ?? false);
+      if (r.status !== 'COMPLETED' || !r.progress) throw new CliError(`garbage collection ended ${r.status.toLowerCase()}${r.error ? `: ${r.error}` : ''}`);
+      if (o.json) return io.out(JSON.stringify(r.progress, null, 2));
+      report(io, r.progress);
+    });
+  gc.command('status')
+    .description('progress of the running collection, or the report of the last one')
+    .option('--dry-run', 'the last dry run instead')
+    .option('--json', 'print the API answer')
+    .action(async (o: { dryRun?: boolean; json?: boolean }) => {
+      const { json } = await api(target(), 'GET', `/gc${o.dryRun ? '?dry_run=true' : ''}`);
+      const r = json as Status;
+      if (o.json) return io.out(JSON.stringify(r, null, 2));
+      io.out(`${r.workflowId}: ${r.status}${r.error ? ` (${r.error})` : ''}`);
+      if (r.progress) {
+        if (r.status === 'RUNNING') io.out(progressLine(r.progress));
+        else report(io, r.progress);
+      }
+    });
+  return gc;
+}

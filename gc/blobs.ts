@@ -1,0 +1,190 @@
+// Garbage collection of blobs: mark, then per-location sweep, then the rows.
+//
+// The deletion-pending protocol (why nothing a push, mount, mirror copy or replication brings
+// back is ever lost):
+//   1. mark    — under a FOR UPDATE lock of the blob row, a blob no manifest references and that
+//                nothing touched within the grace period has its available placements set to
+//                `deleting`. A deleting placement is not served, but its object is untouched, so
+//                anything referencing the blob again (a manifest PUT, a push of the same digest)
+//                turns it back to `available` under the same row locks (registry/blobs.ts).
+//   2. purge   — per location, on that location's task queue: `deleting` → `purging` (a row lock
+//                on the placement; from here nobody may revive it: a push brings its own object
+//                under a key nobody else writes and takes the placement over), then the object
+//                recorded at that moment is deleted, then the row if it is still purging.
+//   3. finish  — a blob row left with no placement and no manifest is deleted, again under
+//                FOR UPDATE, re-checked by a statement started after the lock was granted
+//                (commitBlob takes FOR KEY SHARE on the row, so the two serialize).
+import { sql } from 'drizzle-orm';
+import type { DbOrTx } from '../db/client.ts';
+import type { LocationRegistry } from '../storage/locations.ts';
+import { placementKey } from '../storage/paths.ts';
+import { keptSet } from './manifests.ts';
+
+export interface GcBlobDeps {
+  db: DbOrTx;
+  locations: LocationRegistry;
+}
+
+/** `in (…)` for a list of ids (never empty: callers return early). */
+function ids(list: number[]) {
+  return sql.join(
+    list.map((id) => sql`${id}`),
+    sql`, `,
+  );
+}
+
+/** The candidate condition: unreferenced, and nothing (push, link, row) newer than the cutoff.
+ * `keptOnly`: references from manifests about to expire do not count (a dry run's forecast,
+ * the query then needs the `kept` set of gc/manifests.ts). */
+function unreferencedBefore(cutoff: ReturnType<typeof sql>, keptOnly = false) {
+  const referenced = keptOnly
+    ? sql`exists (select 1 from manifest_blobs mb join kept k on k.id = mb.manifest_id where mb.blob_id = b.id)`
+    : sql`exists (select 1 from manifest_blobs mb where mb.blob_id = b.id)`;
+  return sql`
+    b.created_at < ${cutoff}
+    and not ${referenced}
+    and not exists (select 1 from blob_placements p where p.blob_id = b.id and p.verified_at >= ${cutoff})
+    and not exists (select 1 from repository_blobs rb where rb.blob_id = b.id and rb.created_at >= ${cutoff})`;
+}
+
+export interface LocationTally {
+  location: string;
+  blobs: number;
+  bytes: number;
+}
+
+export interface MarkPage {
+  /** Blobs examined in this page (by id). */
+  scanned: number;
+  /** Blobs marked (or, in a dry run, that would be). */
+  marked: number;
+  bytes: number;
+  perLocation: LocationTally[];
+  nextCursor: number;
+  done: boolean;
+}
+
+/**
+ * Marks (or with dryRun only counts) the garbage among the next `limit` blobs after `afterBlobId`:
+ * blobs no manifest references, created, placed, verified and linked before now − graceSeconds.
+ */
+export async function markGarbage(
+  d: GcBlobDeps,
+  input: { graceSeconds: number; afterBlobId: number; limit: number; dryRun: boolean },
+): Promise<MarkPage> {
+  await d.locations.fresh();
+  const cutoff = sql`now() - make_interval(secs => ${input.graceSeconds})`;
+  const page = await d.db.execute<{ id: number }>(sql`
+    select b.id from blobs b where b.id > ${input.afterBlobId} order by b.id limit ${input.limit}`);
+  const scanned = page.length;
+  const nextCursor = page.length > 0 ? Number(page[page.length - 1]!.id) : input.afterBlobId;
+  const empty: MarkPage = { scanned, marked: 0, bytes: 0, perLocation: [], nextCursor, done: scanned < input.limit };
+  if (scanned === 0) return empty;
+  const pageIds = page.map((r) => Number(r.id));
+  const run = async (tx: DbOrTx) => {
+    let chosen: number[];
+    if (input.dryRun) {
+      const rows = await tx.execute<{ id: number }>(sql`
+        ${keptSet(input.graceSeconds)}
+        select b.id from blobs b where b.id in (${ids(pageIds)}) and ${unreferencedBefore(cutoff, true)}`);
+      chosen = rows.map((r) => Number(r.id));
+    } else {
+      // Lock first; the next statement starts after the lock is granted and so sees every
+      // reference committed before it (a manifest PUT or push holding the row finished first).
+      const locked = await tx.execute<{ id: number }>(sql`
+        select b.id from blobs b where b.id in (${ids(pageIds)}) and ${unreferencedBefore(cutoff)}
+        order by b.id for update skip locked`);
+      chosen = locked.map((r) => Number(r.id));
+    }
+    if (chosen.length === 0) return [];
+    if (input.dryRun) {
+      return tx.execute<{ blob_id: number; location_id: number; size: number }>(sql`
+        select p.blob_id, p.location_id, b.size from blob_placements p join blobs b on b.id = p.blob_id
+        where p.blob_id in (${ids(chosen)}) and p.state = 'available'`);
+    }
+    return tx.execute<{ blob_id: number; location_id: number; size: number }>(sql`
+      update blob_placements p set state = 'deleting'
+      from blobs b
+      where b.id = p.blob_id and p.blob_id in (${ids(chosen)}) and p.state = 'available' and ${unreferencedBefore(cutoff)}
+      returning p.blob_id, p.location_id, b.size`);
+  };
+  const placed = input.dryRun ? await run(d.db) : await d.db.transaction(run);
+  const tallies = new Map<number, LocationTally>();
+  const blobSizes = new Map<number, number>();
+  for (const p of placed) {
+    blobSizes.set(Number(p.blob_id), Number(p.size));
+    const loc = d.locations.get(Number(p.location_id));
+    const t = tallies.get(Number(p.location_id)) ?? { location: loc?.name ?? `#${p.location_id}`, blobs: 0, bytes: 0 };
+    t.blobs++;
+    t.bytes += Number(p.size);
+    tallies.set(Number(p.location_id), t);
+  }
+  return {
+    ...empty,
+    marked: blobSizes.size,
+    bytes: [...blobSizes.values()].reduce((a, b) => a + b, 0),
+    perLocation: [...tallies.values()],
+  };
+}
+
+/** Names of the locations with placements waiting to be purged. */
+export async function locationsWithPendingDeletions(d: GcBlobDeps): Promise<string[]> {
+  const registry = await d.locations.fresh();
+  const rows = await d.db.execute<{ location_id: number }>(sql`
+    select distinct location_id from blob_placements where state in ('deleting', 'purging')`);
+  return rows.map((r) => registry.get(Number(r.location_id))?.name).filter((n): n is string => n !== undefined);
+}
+
+export interface PurgeBatch {
+  deleted: number;
+  bytes: number;
+  /** More pending deletions may remain at the location. */
+  remaining: boolean;
+}
+
+/**
+ * Purges up to `limit` deleting placements of one location: claims them (`purging`), deletes
+ * their objects, then their rows. Placements left `purging` by an interrupted attempt are
+ * claimed again (their objects may or may not be gone; deleting twice is harmless).
+ */
+export async function purgeLocationBatch(d: GcBlobDeps, input: { location: string; limit: number }): Promise<PurgeBatch> {
+  const registry = await d.locations.fresh();
+  const loc = registry.byName(input.location);
+  if (!loc) return { deleted: 0, bytes: 0, remaining: false };
+  const claimed = await d.db.transaction((tx) =>
+    tx.execute<{ id: number; object_key: string | null; digest: string; size: number }>(sql`
+      update blob_placements p set state = 'purging'
+      from blobs b
+      where b.id = p.blob_id and p.id in (
+        select id from blob_placements where location_id = ${loc.id} and state in ('deleting', 'purging')
+        order by blob_id limit ${input.limit} for update skip locked)
+      returning p.id, p.object_key, b.digest, b.size`),
+  );
+  if (claimed.length === 0) return { deleted: 0, bytes: 0, remaining: false };
+  // The keys as claimed: a push that takes a purging placement over points it at a new object,
+  // which is never among these.
+  await loc.driver.deleteMany(claimed.map((c) => placementKey(loc.pathPrefix, c.digest, c.object_key)));
+  const gone = await d.db.execute<{ id: number }>(sql`
+    delete from blob_placements where id in (${ids(claimed.map((c) => Number(c.id)))}) and state = 'purging' returning id`);
+  const goneIds = new Set(gone.map((g) => Number(g.id)));
+  const bytes = claimed.filter((c) => goneIds.has(Number(c.id))).reduce((a, c) => a + Number(c.size), 0);
+  return { deleted: goneIds.size, bytes, remaining: claimed.length === input.limit };
+}
+
+/** Deletes up to `limit` blob rows left with no placement and no manifest. Returns how many. */
+export async function deleteUnplacedBlobs(d: GcBlobDeps, input: { limit: number }): Promise<number> {
+  return d.db.transaction(async (tx) => {
+    const locked = await tx.execute<{ id: number }>(sql`
+      select b.id from blobs b
+      where not exists (select 1 from blob_placements p where p.blob_id = b.id)
+        and not exists (select 1 from manifest_blobs mb where mb.blob_id = b.id)
+      order by b.id limit ${input.limit} for update skip locked`);
+    if (locked.length === 0) return 0;
+    const deleted = await tx.execute<{ id: number }>(sql`
+      delete from blobs b where b.id in (${ids(locked.map((r) => Number(r.id)))})
+        and not exists (select 1 from blob_placements p where p.blob_id = b.id)
+        and not exists (select 1 from manifest_blobs mb where mb.blob_id = b.id)
+      returning b.id`);
+    return deleted.length;
+  });
+}

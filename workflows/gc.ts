@@ -1,0 +1,135 @@
+// collectGarbage: started daily by the `maintenance/collect-garbage` schedule and by
+// `meridian gc run [--dry-run]`. Expires untagged manifests past the grace period, marks the
+// blobs nothing references any more, then has every location delete its marked copies on its
+// own task queue (in parallel; a location that is down is retried until it is back and delays
+// only its own deletions), and finally deletes the blob rows left with no copy. gc/blobs.ts
+// describes the protocol that keeps concurrent pushes safe.
+import { continueAsNew, proxyActivities, setCurrentDetails, setHandler, upsertSearchAttributes, workflowInfo } from '@temporalio/workflow';
+import type * as activities from '../activities/gc.ts';
+import { type CollectGarbageInput, type GcLocationTally, type GcProgress, gcProgressQuery } from '../contract/gc.ts';
+import { copyTaskQueue, SEARCH_ATTRIBUTES } from '../temporal.config.ts';
+
+type Activities = ReturnType<typeof activities.createGcActivities>;
+
+const control = proxyActivities<Activities>({ startToCloseTimeout: '10 minutes', retry: { maximumAttempts: 5 } });
+
+/** A location's purge: retried every ≤ 30 s while its storage is down, for up to 6 hours (the
+ * run then reports it failed; its marked copies wait for the next run). */
+const purgeAt = (location: string) =>
+  proxyActivities<Activities>({
+    taskQueue: copyTaskQueue(location),
+    startToCloseTimeout: '10 minutes',
+    heartbeatTimeout: '2 minutes',
+    scheduleToCloseTimeout: '6 hours',
+    retry: { initialInterval: '1 second', backoffCoefficient: 2, maximumInterval: '30 seconds' },
+  }).purgeLocation;
+
+const MARK_PAGE = 1000;
+const MANIFEST_BATCH = 500;
+const PURGE_BATCH = 500;
+const FINISH_BATCH = 1000;
+
+function add(list: GcLocationTally[], location: string, blobs: number, bytes: number): void {
+  const t = list.find((x) => x.location === location);
+  if (t) {
+    t.blobs += blobs;
+    t.bytes += bytes;
+  } else list.push({ location, blobs, bytes });
+}
+
+export async function collectGarbage(input: CollectGarbageInput = {}): Promise<GcProgress> {
+  const p: GcProgress = input.progress ?? {
+    phase: 'manifests',
+    dryRun: input.dryRun ?? false,
+    graceSeconds: input.graceSeconds ?? -1,
+    manifestsDeleted: 0,
+    manifestSample: [],
+    blobsScanned: 0,
+    blobsMarked: 0,
+    bytesMarked: 0,
+    markedPerLocation: [],
+    reclaimedPerLocation: [],
+    pendingLocations: [],
+    failedLocations: [],
+    blobRowsDeleted: 0,
+    cursor: 0,
+  };
+  setHandler(gcProgressQuery, () => p);
+  if (p.graceSeconds < 0) p.graceSeconds = await control.gcGraceSeconds();
+  const show = () => {
+    const reclaimed = p.reclaimedPerLocation.reduce((a, t) => a + t.bytes, 0);
+    upsertSearchAttributes([
+      { key: SEARCH_ATTRIBUTES.state, value: p.phase },
+      { key: SEARCH_ATTRIBUTES.progressDone, value: p.blobsMarked },
+      { key: SEARCH_ATTRIBUTES.bytes, value: p.dryRun ? p.bytesMarked : reclaimed },
+      { key: SEARCH_ATTRIBUTES.pendingLocations, value: p.pendingLocations },
+    ]);
+    setCurrentDetails(
+      `${p.dryRun ? 'Dry run: ' : ''}${p.phase}; grace ${p.graceSeconds} s; ${p.manifestsDeleted} untagged manifests expired; ` +
+        `scanned ${p.blobsScanned} blobs, ${p.blobsMarked} unreferenced (${p.bytesMarked} bytes); reclaimed ${reclaimed} bytes` +
+        (p.pendingLocations.length ? `; waiting for ${p.pendingLocations.join(', ')}` : '') +
+        (p.failedLocations.length ? `; failed: ${p.failedLocations.map((f) => f.location).join(', ')}` : ''),
+    );
+  };
+  const maybeContinue = async () => {
+    if (workflowInfo().continueAsNewSuggested) await continueAsNew<typeof collectGarbage>({ ...input, progress: p });
+  };
+  show();
+
+  while (p.phase === 'manifests') {
+    const r = await control.expireUntaggedManifests({ graceSeconds: p.graceSeconds, limit: MANIFEST_BATCH, dryRun: p.dryRun });
+    p.manifestsDeleted += r.count;
+    p.manifestSample = [...p.manifestSample, ...r.sample].slice(0, 10);
+    // A dry run deletes nothing, so one page is all it can see.
+    if (p.dryRun || r.count < MANIFEST_BATCH) p.phase = 'mark';
+    show();
+    await maybeContinue();
+  }
+
+  while (p.phase === 'mark') {
+    const page = await control.markGarbage({ graceSeconds: p.graceSeconds, afterBlobId: p.cursor, limit: MARK_PAGE, dryRun: p.dryRun });
+    p.blobsScanned += page.scanned;
+    p.blobsMarked += page.marked;
+    p.bytesMarked += page.bytes;
+    for (const t of page.perLocation) add(p.markedPerLocation, t.location, t.blobs, t.bytes);
+    p.cursor = page.nextCursor;
+    if (page.done) p.phase = p.dryRun ? 'done' : 'sweep';
+    show();
+    await maybeContinue();
+  }
+
+  if (p.phase === 'sweep') {
+    // Also the copies earlier runs marked but could not delete (a location that was down).
+    p.pendingLocations = await control.gcPendingLocations();
+    show();
+    await Promise.all(
+      p.pendingLocations.map(async (location) => {
+        try {
+          for (;;) {
+            const r = await purgeAt(location)({ location, batch: PURGE_BATCH, maxBatches: 20 });
+            add(p.reclaimedPerLocation, location, r.deleted, r.bytes);
+            show();
+            if (!r.remaining) break;
+          }
+        } catch (e) {
+          p.failedLocations.push({ location, reason: (e as Error).cause instanceof Error ? ((e as Error).cause as Error).message : String(e) });
+        } finally {
+          p.pendingLocations = p.pendingLocations.filter((l) => l !== location);
+          show();
+        }
+      }),
+    );
+    p.phase = 'finish';
+    show();
+    await maybeContinue();
+  }
+
+  while (p.phase === 'finish') {
+    const n = await control.deleteUnplacedBlobs({ limit: FINISH_BATCH });
+    p.blobRowsDeleted += n;
+    if (n < FINISH_BATCH) p.phase = 'done';
+    show();
+    await maybeContinue();
+  }
+  return p;
+}
