@@ -18,7 +18,11 @@ import { findRepository } from '../registry/repositories.ts';
 import { ManifestError } from '../registry/manifests.ts';
 
 export interface PlanResult {
-  tags: string[];
+  /** Earlier releases returned the matching tags themselves (a 2 MB payload near 50k tags); the
+   * plan is saved on the run and read a window at a time (loadMirrorPlan). */
+  tags?: string[];
+  /** How many tags match. */
+  planned: number;
   /** All tags the upstream has (before the globs). */
   upstreamTags: number;
 }
@@ -113,7 +117,7 @@ export function createMirrorActivities(s: Services) {
         const tags = new TagFilter(ctx.config.tagGlobs).filter(all).sort();
         await savePlan(s.db, input.runRowId, tags);
         log.info({ repository: ctx.repo.fullName, upstream: ctx.config.externalReference, upstreamTags: all.length, matching: tags.length }, 'mirror run planned');
-        return { tags, upstreamTags: all.length };
+        return { planned: tags.length, upstreamTags: all.length };
       } catch (e) {
         throw toFailure(e);
       } finally {
@@ -121,9 +125,13 @@ export function createMirrorActivities(s: Services) {
       }
     },
 
-    async loadMirrorPlan(input: { runRowId: number }): Promise<string[]> {
+    /** The window of the saved plan a workflow run works through. Without a window (what earlier
+     * releases asked for) the whole plan. */
+    async loadMirrorPlan(input: { runRowId: number; offset?: number; limit?: number }): Promise<string[] | { offset: number; tags: string[] }> {
       const ctx = await loadRun(s.db, input.runRowId);
-      return ctx?.run.plannedTags ?? [];
+      const all = ctx?.run.plannedTags ?? [];
+      if (input.offset === undefined) return all;
+      return { offset: input.offset, tags: all.slice(input.offset, input.offset + (input.limit ?? all.length)) };
     },
 
     /** Copies one tag; records its outcome on the run when it succeeds. */

@@ -98,6 +98,8 @@ interface Scenario {
 const start = (client: Client, type: keyof typeof WORKFLOWS, workflowId: string, arg: unknown) =>
   client.workflow.start(type, { taskQueue: WORKFLOWS[type].taskQueue, workflowId, args: [arg] });
 
+// Scenarios whose activities return what an earlier release's did (mirrorSync's planMirrorRun
+// returning the tags) are kept: their histories are that release's runs, which must keep replaying.
 const SCENARIOS: Scenario[] = [
   {
     name: 'replicateBlob-complete',
@@ -233,6 +235,24 @@ const SCENARIOS: Scenario[] = [
       deliverMirrorWebhook: () => 'delivered (200)',
     },
     start: (c) => start(c, 'mirrorSync', 'mirror-sync/acme/app', { repository: 'acme/app' }),
+  },
+  {
+    // Since the plan stays in the database (read a window per run) and runs continue as new when
+    // Temporal suggests it: with the recording server's low suggestion, after a few tags.
+    name: 'mirrorSync-windowed-continue-as-new',
+    activities: (() => {
+      const planned = Array.from({ length: 12 }, (_, i) => `v${i + 1}`);
+      return {
+        beginMirrorRun: () => begun(300),
+        mirrorWebhookTargets: () => [],
+        planMirrorRun: () => ({ planned: planned.length, upstreamTags: 20 }),
+        loadMirrorPlan: (input: { offset: number; limit: number }) => ({ offset: input.offset, tags: planned.slice(input.offset, input.offset + input.limit) }),
+        mirrorTag: (input: { tag: string }) => ({ tag: input.tag, status: 'synced', bytes: 100 }),
+        pruneMirrorTags: () => [],
+        finishMirrorRun: () => summary('SUCCESS'),
+      };
+    })(),
+    start: (c) => start(c, 'mirrorSync', 'mirror-sync/acme/windowed', { repository: 'acme/windowed' }),
   },
   {
     name: 'mirrorSync-failed-rollback',

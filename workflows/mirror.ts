@@ -22,6 +22,7 @@ import {
   continueAsNew,
   isCancellation,
   ParentClosePolicy,
+  patched,
   proxyActivities,
   setCurrentDetails,
   startChild,
@@ -168,30 +169,44 @@ export async function mirrorSync(input: MirrorSyncInput): Promise<MirrorSyncResu
 
   let status: 'SUCCESS' | 'FAIL' | 'CANCEL' = 'SUCCESS';
   let reason: string | null = null;
-  let tags: string[] = [];
+  // The part of the plan this run works through: tags offset.. of the run's saved plan. The plan
+  // itself stays in the database (a 50k-tag list would pass the 2 MB payload limit).
+  let window: { offset: number; tags: string[] } = { offset: 0, tags: [] };
+  const perRun = Math.max(1, state.settings.tagsPerRun ?? 300);
+  const loadWindow = async () => {
+    const loaded = await control.loadMirrorPlan({ runRowId: state.runRowId, offset: state.next, limit: perRun });
+    // Histories of earlier releases recorded the whole plan here.
+    return Array.isArray(loaded) ? { offset: 0, tags: loaded } : loaded;
+  };
   let continueNow = false;
   try {
     if (!input.resume) {
       show('SYNCING');
       await announce(input.repository, 'repo_mirror_sync_started', eventPayload(input.repository, state.externalReference, { message: `Mirror sync of ${input.repository} started` }));
+      let plan: Awaited<ReturnType<Activities['planMirrorRun']>>;
       try {
-        tags = (await upstream.planMirrorRun({ runRowId: state.runRowId })).tags;
+        plan = await upstream.planMirrorRun({ runRowId: state.runRowId });
       } catch (e) {
         if (isCancellation(e)) throw e;
         throw ApplicationFailure.nonRetryable(`could not list the upstream's tags: ${reasonOf(e)}`, MIRROR_FAILURES.planFailed);
       }
-      state.total = tags.length;
+      // Earlier releases returned the tags themselves (their histories replay that way).
+      if (plan.tags) window = { offset: 0, tags: plan.tags };
+      state.total = plan.tags?.length ?? plan.planned;
+      if (!plan.tags && state.total > 0) window = await loadWindow();
     } else {
-      tags = await control.loadMirrorPlan({ runRowId: state.runRowId });
+      window = await loadWindow();
     }
     show('SYNCING');
 
     // Bounded parallelism; with rollback the first failed tag stops new ones (the run will be undone).
-    const stopAt = Math.min(tags.length, state.next + Math.max(1, state.settings.tagsPerRun ?? 300));
+    // A run also stops taking tags when Temporal suggests continuing as new (its history is long).
+    const yieldWhenSuggested = patched('mirror-continue-as-new-suggested');
+    const stopAt = Math.min(state.total, state.next + perRun, window.offset + window.tags.length);
     let stop = false;
     const worker = async () => {
-      while (!stop && state.next < stopAt) {
-        const tag = tags[state.next++]!;
+      while (!stop && state.next < stopAt && !(yieldWhenSuggested && workflowInfo().continueAsNewSuggested)) {
+        const tag = window.tags[state.next++ - window.offset]!;
         try {
           const r: TagResult = await upstream.mirrorTag({ runRowId: state.runRowId, tag });
           bytes += r.bytes ?? 0;
@@ -212,7 +227,7 @@ export async function mirrorSync(input: MirrorSyncInput): Promise<MirrorSyncResu
     const rejected = settled.find((r): r is PromiseRejectedResult => r.status === 'rejected');
     if (rejected) throw rejected.reason;
 
-    if (!stop && state.next < tags.length) {
+    if (!stop && state.next < state.total) {
       continueNow = true;
     } else if (state.failed > 0) {
       status = 'FAIL';
