@@ -15,6 +15,8 @@ export interface ServiceSpec {
   uid?: number;
   gid?: number;
   logFile: string;
+  /** What stop() sends first; SIGTERM by default (PostgreSQL's fast shutdown is SIGINT). */
+  stopSignal?: NodeJS.Signals;
   /** Resolves true once the service answers. */
   ready: () => Promise<boolean>;
   readyTimeoutMs?: number;
@@ -79,7 +81,7 @@ export class ManagedProcess {
     const child = this.child;
     if (!child || !this.running) return;
     this.stopping = true;
-    child.kill('SIGTERM');
+    child.kill(this.spec.stopSignal ?? 'SIGTERM');
     const timer = setTimeout(() => child.kill('SIGKILL'), graceMs);
     await this.exited;
     clearTimeout(timer);

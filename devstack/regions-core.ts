@@ -47,6 +47,8 @@ export async function postgresServer(opts: { dataDir: string; port: number; logF
     cwd: opts.dataDir,
     ...(user ?? {}),
     logFile: opts.logFile,
+    // Fast shutdown: disconnects clients and stops (SIGTERM would wait for every pool to leave).
+    stopSignal: 'SIGINT',
     readyTimeoutMs: 60_000,
     // Accepting connections is not enough: until recovery ends it answers "starting up".
     ready: async () => {

@@ -187,7 +187,8 @@ export async function startRegionTopology(opts: TopologyOptions): Promise<Region
           ...opts.env,
         },
         logFile: path.join(logDir, `${name}.log`),
-        readyTimeoutMs: 120_000,
+        // Generous: seven Node processes start at once, on a machine that may be busy.
+        readyTimeoutMs: 300_000,
         ready,
       });
     };
