@@ -1,20 +1,12 @@
 import { describe, expect, it } from 'vitest';
 import { randomBytes } from 'node:crypto';
-import { ConfigError, loadConfig as loadFullConfig } from '../config.ts';
+import { loadConfig as loadFullConfig } from '../config.ts';
+import { configErrorOf } from './support/entrypoints.ts';
 
 const KEYS = { MERIDIAN_SECRET_KEY: randomBytes(32).toString('base64'), MERIDIAN_TOKEN_KEY: randomBytes(32).toString('hex') };
 /** Loads with both keys set, unless the environment given names them. */
 const loadConfig = (env: Record<string, string>) => loadFullConfig({ ...KEYS, ...env });
-
-function configError(env: Record<string, string>): ConfigError {
-  try {
-    loadConfig(env);
-  } catch (e) {
-    if (e instanceof ConfigError) return e;
-    throw e;
-  }
-  throw new Error('expected a ConfigError');
-}
+const configError = (env: Record<string, string>) => configErrorOf(loadConfig, env);
 
 describe('configuration', () => {
   it('has defaults that match the local stack of npm start', () => {

@@ -6,23 +6,8 @@ import { SignJWT } from 'jose';
 import { describe, expect, it } from 'vitest';
 import { PROJECT_ROOT } from '../devstack/tools.ts';
 import { canConnect, freePort } from '../devstack/ports.ts';
+import { runEntryPoint } from './support/entrypoints.ts';
 import { ensureTestLocations, testEnv } from './support/harness.ts';
-
-function run(entry: string, args: string[], env: Record<string, string | undefined>): Promise<{ code: number | null; stderr: string }> {
-  return new Promise((resolve) => {
-    const child = spawn(process.execPath, ['--import', 'tsx', entry, ...args], {
-      cwd: PROJECT_ROOT,
-      env: { ...process.env, ...testEnv(), ...env } as NodeJS.ProcessEnv,
-    });
-    let stderr = '';
-    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
-    const timer = setTimeout(() => child.kill('SIGKILL'), 60_000);
-    child.on('exit', (code) => {
-      clearTimeout(timer);
-      resolve({ code, stderr: stderr.trim() });
-    });
-  });
-}
 
 describe('start-up without keys', () => {
   it.each([
@@ -30,7 +15,7 @@ describe('start-up without keys', () => {
     ['api/main.ts', ['--workers', '1'], 'MERIDIAN_SECRET_KEY'],
     ['workers/main.ts', ['--control'], 'MERIDIAN_TOKEN_KEY'],
   ])('%s %j refuses to start without %s (one line)', async (entry, args, variable) => {
-    const r = await run(entry, args, { [variable]: '', PORT: '0' });
+    const r = await runEntryPoint(entry, args, { [variable]: '', PORT: '0' });
     expect(r.code).toBe(2);
     expect(r.stderr.split('\n')).toHaveLength(1);
     expect(r.stderr).toMatch(new RegExp(`^meridian: ${variable}: is required`));

@@ -7,23 +7,15 @@ import path from 'node:path';
 import { Connection } from '@temporalio/client';
 import { NativeConnection } from '@temporalio/worker';
 import { describe, expect, it } from 'vitest';
-import { ConfigError, loadConfig as loadFullConfig } from '../config.ts';
+import { loadConfig as loadFullConfig } from '../config.ts';
 import { DEV_TLS } from '../devstack/temporal-server.ts';
 import { temporalConnectOptions } from '../platform/temporal.ts';
+import { configErrorOf } from './support/entrypoints.ts';
 import { stackInfo, testConfig } from './support/harness.ts';
 
 /** Only the Temporal settings matter here; the keys are random. */
 const loadConfig = (env: Record<string, string>) => loadFullConfig(env, { requireKeys: false });
-
-function configError(env: Record<string, string>): ConfigError {
-  try {
-    loadConfig(env);
-  } catch (e) {
-    if (e instanceof ConfigError) return e;
-    throw e;
-  }
-  throw new Error('expected a ConfigError');
-}
+const configError = (env: Record<string, string>) => configErrorOf(loadConfig, env);
 
 describe('Temporal connection settings', () => {
   it('is plaintext to the dev server by default', () => {
