@@ -1,6 +1,7 @@
 // `meridian gc run [--dry-run]` and `meridian gc status`: garbage collection.
 import { Command, InvalidArgumentError } from 'commander';
 import { api, type ApiTarget, CliError, type CliIo } from '../client.ts';
+import { followProgress, mib } from '../progress.ts';
 
 interface Tally {
   location: string;
@@ -30,8 +31,6 @@ interface Status {
   error?: string;
 }
 
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-const mib = (bytes: number) => `${(bytes / 1024 / 1024).toFixed(1)} MiB`;
 const PHASES = ['manifests', 'mark', 'sweep', 'finish', 'done'];
 
 function progressLine(p: Progress): string {
@@ -53,25 +52,12 @@ function report(io: CliIo, p: Progress): void {
   if (!p.dryRun) io.out(`blob rows deleted: ${p.blobRowsDeleted}`);
 }
 
-async function follow(io: CliIo, target: () => ApiTarget, dryRun: boolean): Promise<Status> {
-  let lastLine = 0;
-  for (;;) {
-    const { json } = await api(target(), 'GET', `/gc${dryRun ? '?dry_run=true' : ''}`);
-    const r = json as Status;
-    if (r.progress) {
-      const line = progressLine(r.progress);
-      if (io.isTTY) process.stderr.write(`\r${line}`);
-      else if (Date.now() - lastLine > 5000 || r.status !== 'RUNNING') {
-        io.err(line);
-        lastLine = Date.now();
-      }
-    }
-    if (r.status !== 'RUNNING') {
-      if (io.isTTY) process.stderr.write('\n');
-      return r;
-    }
-    await sleep(1000);
-  }
+function follow(io: CliIo, target: () => ApiTarget, dryRun: boolean): Promise<Status> {
+  return followProgress(
+    io,
+    async () => (await api(target(), 'GET', `/gc${dryRun ? '?dry_run=true' : ''}`)).json as Status,
+    (r) => (r.progress ? progressLine(r.progress) : undefined),
+  );
 }
 
 function seconds(v: string): number {

@@ -1,6 +1,7 @@
 // `meridian location …` and `meridian replication …`: geo-replication operations.
 import { Command } from 'commander';
 import { api, type ApiTarget, CliError, type CliIo } from '../client.ts';
+import { followProgress, mib, progressBar, sleep } from '../progress.ts';
 
 interface Progress {
   scanned: number;
@@ -12,40 +13,18 @@ interface Progress {
   failures: { digest: string; target: string; reason: string }[];
 }
 
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-
-function bar(fraction: number, width = 30): string {
-  const n = Math.max(0, Math.min(width, Math.round(fraction * width)));
-  return `[${'#'.repeat(n)}${'.'.repeat(width - n)}]`;
-}
-
-function mib(bytes: number): string {
-  return `${(bytes / 1024 / 1024).toFixed(1)} MiB`;
-}
-
 /** Polls the backfill until it ends, drawing a progress bar on stderr. */
 async function followBackfill(io: CliIo, target: () => ApiTarget, location: string | undefined): Promise<Progress> {
   const q = location ? `?location=${encodeURIComponent(location)}` : '';
-  let lastLine = 0;
-  for (;;) {
-    const { json } = await api(target(), 'GET', `/replication/backfill${q}`);
-    const r = json as { status: string; progress: Progress | null; totalBlobs: number };
-    const p = r.progress;
-    if (p) {
-      const line = `${bar(r.totalBlobs ? p.scanned / r.totalBlobs : 1)} scanned ${p.scanned}/${r.totalBlobs}  copied ${p.copied} (${mib(p.bytes)})  failed ${p.failed}`;
-      if (io.isTTY) process.stderr.write(`\r${line}`);
-      else if (Date.now() - lastLine > 5000 || r.status !== 'RUNNING') {
-        io.err(line);
-        lastLine = Date.now();
-      }
-    }
-    if (r.status !== 'RUNNING') {
-      if (io.isTTY) process.stderr.write('\n');
-      if (r.status !== 'COMPLETED' || !p) throw new CliError(`backfill ended ${r.status.toLowerCase()}`);
-      return p;
-    }
-    await sleep(1000);
-  }
+  type Status = { status: string; progress: Progress | null; totalBlobs: number };
+  const r = await followProgress(
+    io,
+    async () => (await api(target(), 'GET', `/replication/backfill${q}`)).json as Status,
+    ({ progress: p, totalBlobs }) =>
+      p ? `${progressBar(totalBlobs ? p.scanned / totalBlobs : 1)} scanned ${p.scanned}/${totalBlobs}  copied ${p.copied} (${mib(p.bytes)})  failed ${p.failed}` : undefined,
+  );
+  if (r.status !== 'COMPLETED' || !r.progress) throw new CliError(`backfill ended ${r.status.toLowerCase()}`);
+  return r.progress;
 }
 
 export function replicationCommands(io: CliIo, target: () => ApiTarget): Command[] {
