@@ -4,8 +4,9 @@
 // Everything remembered here belongs to one *access version*: the number in the single
 // `access_version` row, which triggers bump inside every transaction that changes accounts,
 // robots, memberships, grants, repositories or mirror robots (migration 0006). Each request reads
-// the version first (one primary-key lookup, a prepared statement), then answers from the
-// snapshot of that version, loading what is missing. Why a revocation is refused on the very next
+// the version first (platform/cache-versions.ts: one prepared query, shared by the requests in
+// flight, started after the request arrived), then answers from the snapshot of that version,
+// loading what is missing. Why a revocation is refused on the very next
 // request, on every process:
 // - the bump commits atomically with the revocation, so a request that starts after the
 //   revocation's response reads the new version, finds an empty snapshot and reads the database;
@@ -17,45 +18,22 @@
 // forget it.
 import type postgres from 'postgres';
 import type { Config } from '../config.ts';
+import { readCacheVersions, SnapshotSeries, VersionedMemo } from '../platform/cache-versions.ts';
 import type { Principal } from './principal.ts';
 import { type TokenAccess, verifyRegistryToken } from './tokens.ts';
 
-/** Entries per snapshot before it starts over (a bound on memory, not a tuning knob). */
-const SNAPSHOT_MAX = 20_000;
+/** What this process remembers about access under one access version. */
+export class AccessSnapshot extends VersionedMemo {}
 
-export class AccessSnapshot {
-  private readonly entries = new Map<string, Promise<unknown>>();
+const series = new WeakMap<postgres.Sql, SnapshotSeries<AccessSnapshot>>();
 
-  constructor(readonly version: bigint) {}
-
-  /** The value under `key`, loading it once per snapshot (concurrent misses share one load; a
-   * failed load is forgotten). Callers must not mutate what they get: it is shared. */
-  memo<T>(key: string, load: () => Promise<T>): Promise<T> {
-    const hit = this.entries.get(key) as Promise<T> | undefined;
-    if (hit) return hit;
-    if (this.entries.size >= SNAPSHOT_MAX) this.entries.clear();
-    const loading = load();
-    this.entries.set(key, loading);
-    loading.catch(() => {
-      if (this.entries.get(key) === loading) this.entries.delete(key);
-    });
-    return loading;
-  }
-}
-
-const latest = new WeakMap<postgres.Sql, AccessSnapshot>();
-
-/** The snapshot for the access version as of now (one query). */
-export async function accessSnapshot(sql: postgres.Sql): Promise<AccessSnapshot> {
-  const [row] = await sql<{ version: string }[]>`select version from access_version where id = 1`;
-  if (!row) throw new Error('access_version has no row: run the database migrations');
-  const version = BigInt(row.version);
-  const current = latest.get(sql);
-  if (current && current.version === version) return current;
-  if (current && current.version > version) return new AccessSnapshot(version);
-  const next = new AccessSnapshot(version);
-  latest.set(sql, next);
-  return next;
+/** The snapshot for the access version as of now (one query, shared with concurrent requests:
+ * platform/cache-versions.ts), or for `version` when the caller has just read it. */
+export async function accessSnapshot(sql: postgres.Sql, version?: bigint): Promise<AccessSnapshot> {
+  const v = version ?? (await readCacheVersions(sql)).access;
+  let s = series.get(sql);
+  if (!s) series.set(sql, (s = new SnapshotSeries((n) => new AccessSnapshot(n))));
+  return s.at(v);
 }
 
 // Verified registry tokens, by their text: a token's claims never change, so verifying the

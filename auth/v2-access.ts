@@ -63,15 +63,17 @@ export async function authorizeV2(s: Services, headers: IncomingHttpHeaders, req
 }
 
 /** authorizeV2, also handing back the repository it looked up (undefined when it does not exist
- * yet, or the request names none), so that the router does not look it up a second time. */
+ * yet, or the request names none), so that the router does not look it up a second time.
+ * `accessVersion`: the access version the caller read for this request (otherwise read here). */
 export async function authorizeV2Repository(
   s: Services,
   headers: IncomingHttpHeaders,
   req: V2AccessRequest,
+  accessVersion?: bigint,
 ): Promise<{ principal: Principal; repo: Repository | undefined }> {
   const scope = req.catalog ? 'registry:catalog:*' : req.repository ? formatScope('repository', req.repository, req.actions) : undefined;
   const header = typeof headers.authorization === 'string' && headers.authorization !== '' ? headers.authorization : undefined;
-  const snap = await accessSnapshot(s.sql);
+  const snap = await accessSnapshot(s.sql, accessVersion);
   let auth;
   try {
     auth = await authenticate(s, header, 'registry', snap);

@@ -447,3 +447,14 @@ export const accessVersion = pgTable(
   },
   (t) => [check('access_version_single_row', sql`${t.id} = 1`)],
 );
+
+/** One row: a number that triggers bump in every transaction deleting a blob or a repository's
+ * link to one (migration 0008); API processes cache which blobs a repository may use per value. */
+export const blobVersion = pgTable(
+  'blob_version',
+  {
+    id: integer('id').primaryKey().default(1),
+    version: bigint('version', { mode: 'bigint' }).notNull().default(sql`0`),
+  },
+  (t) => [check('blob_version_single_row', sql`${t.id} = 1`)],
+);

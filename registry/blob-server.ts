@@ -6,11 +6,12 @@
 // copy's object key comes from its placement (storage/paths.ts placementKey, via readCopies).
 import { Readable } from 'node:stream';
 import type { BlobServeMode, Config } from '../config.ts';
+import { SnapshotSeries, VersionedMemo } from '../platform/cache-versions.ts';
 import type { Services } from '../platform/services.ts';
 import { cachedPlacements } from '../replication/placements.ts';
 import { ObjectNotFoundError, StorageUnavailableError } from '../storage/driver.ts';
 import type { Location } from '../storage/locations.ts';
-import { linkedBlob } from './blobs.ts';
+import { type BlobRow, linkedBlob } from './blobs.ts';
 import { type BlobCopy, readCopies } from './placement.ts';
 
 export type BlobServerDeps = Pick<Services, 'db' | 'redis' | 'placement'> & {
@@ -71,6 +72,17 @@ export function resolveRange(range: RangeRequest | undefined, size: number): { s
   return { start, end };
 }
 
+// Which blobs each repository may use, remembered per blobs version (platform/cache-versions.ts):
+// every transaction that deletes a blob or a link bumps it, so a deleted blob is never answered
+// from here; a blob not found is not remembered (pushing it does not bump the version).
+const links = new WeakMap<object, SnapshotSeries<VersionedMemo>>();
+
+function cachedLinkedBlob(d: Pick<BlobServerDeps, 'db'>, blobsVersion: bigint, repositoryId: number, digest: string): Promise<BlobRow | undefined> {
+  let series = links.get(d.db);
+  if (!series) links.set(d.db, (series = new SnapshotSeries((v) => new VersionedMemo(v))));
+  return series.at(blobsVersion).memoFound(`${repositoryId} ${digest}`, () => linkedBlob(d.db, repositoryId, digest));
+}
+
 /**
  * Answers a HEAD or GET of blob `digest` in repository `repositoryId`. Throws BlobUnknownError when
  * the repository may not use the blob or no location holds it, RangeNotSatisfiableError for a
@@ -78,9 +90,18 @@ export function resolveRange(range: RangeRequest | undefined, size: number): { s
  */
 export async function serveBlob(
   d: BlobServerDeps,
-  req: { repositoryId: number; digest: string; method: 'GET' | 'HEAD'; range?: RangeRequest },
+  req: {
+    repositoryId: number;
+    digest: string;
+    method: 'GET' | 'HEAD';
+    range?: RangeRequest;
+    /** The blobs version read for this request: the repository's link to the blob may come from
+     * this process's cache of that version. Without it, the database is asked. */
+    blobsVersion?: bigint;
+  },
 ): Promise<ServedBlob> {
-  const row = await linkedBlob(d.db, req.repositoryId, req.digest);
+  const row =
+    req.blobsVersion === undefined ? await linkedBlob(d.db, req.repositoryId, req.digest) : await cachedLinkedBlob(d, req.blobsVersion, req.repositoryId, req.digest);
   if (!row) throw new BlobUnknownError(req.digest, 'blob unknown to registry');
   const blob: BlobInfo = { digest: row.digest, size: row.size };
   if (req.method === 'HEAD') return { kind: 'metadata', blob };
@@ -102,7 +123,7 @@ export async function serveBlob(
 async function presign(d: BlobServerDeps, candidates: BlobCopy[], bytes: number): Promise<{ location: string; url: string } | undefined> {
   for (const { location: loc, key } of candidates) {
     try {
-      const url = await loc.driver.presignRead(key, d.config.presignTtlSeconds);
+      const url = await presignedUrl(loc.driver, key, d.config.presignTtlSeconds);
       count(d, loc, 'redirect', bytes);
       return { location: loc.name, url };
     } catch (e) {
@@ -110,6 +131,27 @@ async function presign(d: BlobServerDeps, candidates: BlobCopy[], bytes: number)
     }
   }
   return undefined;
+}
+
+// Presigned URLs are reused for a tenth of their lifetime. Signing through the AWS SDK costs more
+// CPU than all the rest of a redirected blob GET (its middleware stack runs per URL), and a URL
+// given to one authorized client may as well go to the next one asking for the same object: each
+// still gets a URL valid for at least 90% of the TTL, and nobody gets anything that an earlier
+// answer to them could not have given. Keyed by driver: new credentials sign anew.
+const PRESIGNED_MAX = 10_000;
+const presigned = new WeakMap<object, Map<string, { url: string; reuseUntil: number }>>();
+
+async function presignedUrl(driver: Location['driver'], key: string, ttlSeconds: number): Promise<string> {
+  let urls = presigned.get(driver);
+  if (!urls) presigned.set(driver, (urls = new Map()));
+  const cacheKey = `${ttlSeconds} ${key}`;
+  const now = Date.now();
+  const hit = urls.get(cacheKey);
+  if (hit && hit.reuseUntil > now) return hit.url;
+  const url = await driver.presignRead(key, ttlSeconds);
+  if (urls.size >= PRESIGNED_MAX) urls.clear();
+  urls.set(cacheKey, { url, reuseUntil: now + ttlSeconds * 100 });
+  return url;
 }
 
 /** Opens the first copy that can be read; a copy that is unreachable or missing is skipped (an

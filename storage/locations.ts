@@ -41,6 +41,7 @@ export class LocationRegistry {
   private byId = new Map<number, Location>();
   private fingerprints = new Map<number, string>();
   private loadedAt = 0;
+  private reloading: Promise<void> | undefined;
 
   constructor(
     private readonly db: DbOrTx,
@@ -77,9 +78,15 @@ export class LocationRegistry {
     this.loadedAt = Date.now();
   }
 
-  /** Reloads when the cached table is older than maxAgeMs. */
+  /** Reloads when the cached table is older than maxAgeMs; the requests that find it stale at
+   * once share one reload (any reload in flight is fresh enough for them). */
   async fresh(): Promise<this> {
-    if (Date.now() - this.loadedAt > this.maxAgeMs) await this.refresh();
+    if (Date.now() - this.loadedAt > this.maxAgeMs) {
+      this.reloading ??= this.refresh().finally(() => {
+        this.reloading = undefined;
+      });
+      await this.reloading;
+    }
     return this;
   }
 

@@ -1,15 +1,20 @@
 // Authorization is cached in each API process (auth/access-cache.ts), keyed by the access
-// version that every permission change bumps in its own transaction. These tests run the
-// production start with two worker processes, warm both processes' caches, revoke through the
-// management API, and expect the very next requests — on both processes — to be refused.
+// version that every permission change bumps in its own transaction; so is which blobs a
+// repository may use (registry/blob-server.ts), keyed by the blob version that deleting a blob or
+// a link bumps. These tests run the production start with two worker processes, warm both
+// processes' caches, revoke or delete, and expect the very next requests — on both processes —
+// to be refused.
 import http from 'node:http';
 import { randomBytes } from 'node:crypto';
+import { eq } from 'drizzle-orm';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createOrganization, createRobot, namespaceByName, userByName } from '../auth/accounts.ts';
 import { setPermission } from '../auth/grants.ts';
+import { blobs } from '../db/schema.ts';
 import { createRepository } from '../registry/repositories.ts';
 import { type CompiledApi, startCompiledApi } from './support/compiled-api.ts';
 import { basic, createTestUser, testDatabase } from './support/harness.ts';
+import { OciClient, sha256 } from './support/oci-client.ts';
 
 /** A GET on a new connection each time: node:cluster hands connections to the workers
  * round-robin, so consecutive requests alternate between the two processes. */
@@ -25,9 +30,9 @@ function status(api: CompiledApi, path: string, authorization: string, method = 
 }
 
 /** Statuses of `n` consecutive requests (each process serves at least n/2 - 1 of them). */
-async function statuses(api: CompiledApi, path: string, authorization: string, n = 6): Promise<number[]> {
+async function statuses(api: CompiledApi, path: string, authorization: string, n = 6, method = 'GET'): Promise<number[]> {
   const out: number[] = [];
-  for (let i = 0; i < n; i++) out.push(await status(api, path, authorization));
+  for (let i = 0; i < n; i++) out.push(await status(api, path, authorization, method));
   return out;
 }
 
@@ -88,5 +93,28 @@ describe('revocations despite the per-process authorization cache', () => {
     expect(await status(api, `/api/v1/organization/${org}/robots/${short}`, admin.authorization, 'DELETE')).toBe(204);
     expect(await statuses(api, tags, bearer)).toEqual([401, 401, 401, 401, 401, 401]);
     expect(await statuses(api, tags, basic(robot.name, robot.token))).toEqual([401, 401, 401, 401, 401, 401]);
+  });
+
+  it('a deleted blob is unknown on the next request, on every process; a pushed one is known at once', async () => {
+    const client = new OciClient({ baseUrl: api.url, authorization: admin.authorization });
+    const [unlinked, collected] = [randomBytes(1000), randomBytes(1000)];
+    const head = (bytes: Buffer) => statuses(api, `/v2/${repo}/blobs/${sha256(bytes)}`, admin.authorization, 6, 'HEAD');
+    // Unknown before the push, known right after it: a miss is never remembered.
+    expect(await head(unlinked)).toEqual([404, 404, 404, 404, 404, 404]);
+    await client.pushBlob(repo, unlinked);
+    await client.pushBlob(repo, collected);
+    expect(await head(unlinked)).toEqual([200, 200, 200, 200, 200, 200]);
+    expect(await head(collected)).toEqual([200, 200, 200, 200, 200, 200]);
+    // Unlinked from the repository through /v2.
+    expect(await status(api, `/v2/${repo}/blobs/${sha256(unlinked)}`, admin.authorization, 'DELETE')).toBe(202);
+    expect(await head(unlinked)).toEqual([404, 404, 404, 404, 404, 404]);
+    // The blob row deleted, as garbage collection's last step does (its links go with it).
+    const { db, close } = testDatabase();
+    try {
+      expect((await db.delete(blobs).where(eq(blobs.digest, sha256(collected))).returning()).length).toBe(1);
+    } finally {
+      await close();
+    }
+    expect(await head(collected)).toEqual([404, 404, 404, 404, 404, 404]);
   });
 });

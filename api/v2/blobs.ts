@@ -25,6 +25,7 @@ export async function getBlob(r: V2Request, digest: string): Promise<void> {
     digest,
     method: ctx.method === 'HEAD' ? 'HEAD' : 'GET',
     range: parseRange(ctx.get('Range')),
+    blobsVersion: r.versions.blobs,
   });
   const { blob } = served;
   ctx.set('Docker-Content-Digest', blob.digest);

@@ -6,6 +6,7 @@ import { z } from 'zod';
 import { grantCreatorAdmin } from '../../auth/permissions.ts';
 import { authorizeV2, authorizeV2Repository } from '../../auth/v2-access.ts';
 import type { Principal, RepoAction } from '../../auth/principal.ts';
+import { type CacheVersions, readCacheVersions } from '../../platform/cache-versions.ts';
 import type { Services } from '../../platform/services.ts';
 import { isDigest } from '../../registry/digest.ts';
 import { isTag } from '../../registry/names.ts';
@@ -31,6 +32,8 @@ export interface V2Request {
   name: string;
   /** The repository, looked up (and, for pushes, created) before the handler runs. */
   repo: Repository;
+  /** The cache versions read for this request (its caches answer from these snapshots). */
+  versions: CacheVersions;
 }
 
 type Handler = (r: V2Request, param: string) => Promise<void>;
@@ -77,7 +80,8 @@ function repoRoute(s: Services, spec: RepoRoute): Route {
     query: spec.query,
     access: async (ctx, { params }) => {
       const repository = params.name!;
-      const authorized = await authorizeV2Repository(s, ctx.headers, { repository, actions: spec.actions });
+      const versions = await readCacheVersions(s.sql);
+      const authorized = await authorizeV2Repository(s, ctx.headers, { repository, actions: spec.actions }, versions.access);
       let repo = authorized.repo;
       if (!repo && spec.creates) {
         // authorizeV2 granted push, so the principal may create repositories in this namespace;
@@ -92,12 +96,12 @@ function repoRoute(s: Services, spec: RepoRoute): Route {
             throw toOciError(e) ?? e;
           });
       }
-      return { principal: authorized.principal, repo };
+      return { principal: authorized.principal, repo, versions };
     },
-    handler: async (ctx, { params, access: { principal, repo } }) => {
+    handler: async (ctx, { params, access: { principal, repo, versions } }) => {
       if (!repo && spec.whenMissing) return spec.whenMissing(ctx);
       if (!repo) throw new OciError('NAME_UNKNOWN', `repository ${params.name} is not known to the registry`, { name: params.name });
-      await spec.handler({ s, ctx, principal, name: params.name!, repo }, spec.param ? params[spec.param.key]! : '');
+      await spec.handler({ s, ctx, principal, name: params.name!, repo, versions }, spec.param ? params[spec.param.key]! : '');
     },
   });
 }
