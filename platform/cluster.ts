@@ -14,14 +14,23 @@ export function clusterSlot(): number {
   return cluster.isWorker ? Number(process.env[CLUSTER_SLOT_ENV] ?? 0) : 0;
 }
 
+export interface ClusterOptions {
+  /** Node/V8 flags for the workers, after the primary's own; a flag the operator already gives
+   * (command line or NODE_OPTIONS) is left as they set it. */
+  workerFlags?: string[];
+}
+
 /** Runs `main` in `count` processes behind one port; with count 1, in this process. */
-export function runClustered(name: string, count: number, main: () => Promise<() => Promise<void>>): void {
+export function runClustered(name: string, count: number, main: () => Promise<() => Promise<void>>, opts: ClusterOptions = {}): void {
   if (count <= 1 || cluster.isWorker) {
     // A worker whose primary is gone (killed without a chance to stop it) stops too.
     if (cluster.isWorker) process.once('disconnect', () => process.kill(process.pid, 'SIGTERM'));
     runMain(name, main);
     return;
   }
+  const given = [...process.execArgv, ...(process.env.NODE_OPTIONS ?? '').split(/\s+/)].map((f) => f.split('=')[0]);
+  const extra = (opts.workerFlags ?? []).filter((f) => !given.includes(f.split('=')[0]));
+  if (extra.length > 0) cluster.setupPrimary({ execArgv: [...process.execArgv, ...extra] });
   supervise(name, count);
 }
 
