@@ -13,12 +13,15 @@ async function gauges(s: Services): Promise<string> {
   lines.push('# TYPE meridian_location_healthy gauge');
   for (const l of locs) lines.push(`meridian_location_healthy{location="${l.name}",region="${l.region}",state="${l.state}"} ${health.get(l.name)?.healthy ? 1 : 0}`);
   const depth = await outboxDepth(s.db);
-  lines.push('# HELP meridian_outbox_pending Work waiting in the outbox for Temporal.');
+  lines.push('# HELP meridian_outbox_pending Work waiting in the outbox for Temporal (not dead-lettered).');
   lines.push('# TYPE meridian_outbox_pending gauge');
   lines.push(`meridian_outbox_pending ${depth.pending}`);
   lines.push('# HELP meridian_outbox_oldest_age_seconds Age of the oldest undelivered outbox entry.');
   lines.push('# TYPE meridian_outbox_oldest_age_seconds gauge');
   lines.push(`meridian_outbox_oldest_age_seconds ${depth.oldestAgeSeconds}`);
+  lines.push('# HELP meridian_outbox_dead Outbox entries Temporal refused on every attempt, waiting for an operator (GET /api/v1/outbox).');
+  lines.push('# TYPE meridian_outbox_dead gauge');
+  lines.push(`meridian_outbox_dead ${depth.dead}`);
   return lines.join('\n') + '\n';
 }
 

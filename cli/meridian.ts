@@ -9,6 +9,7 @@ import { Command, CommanderError } from 'commander';
 import { accountCommands } from './commands/accounts.ts';
 import { gcCommand } from './commands/gc.ts';
 import { mirrorCommand } from './commands/mirror.ts';
+import { outboxCommand } from './commands/outbox.ts';
 import { replicationCommands } from './commands/replication.ts';
 import { repoCommands } from './commands/repos.ts';
 import { secretCommands } from './commands/secrets.ts';
@@ -35,7 +36,7 @@ export function buildProgram(io: CliIo): Command {
       ...(o.password !== undefined ? { MERIDIAN_PASSWORD: o.password } : {}),
     });
   };
-  for (const c of [...accountCommands(io, target), repoCommands(io, target), ...replicationCommands(io, target), secretCommands(io, target), mirrorCommand(io, target), gcCommand(io, target), temporalCommand(io)]) {
+  for (const c of [...accountCommands(io, target), repoCommands(io, target), ...replicationCommands(io, target), secretCommands(io, target), mirrorCommand(io, target), gcCommand(io, target), outboxCommand(io, target), temporalCommand(io)]) {
     program.addCommand(c);
   }
   // Every command, however deep, reports through io and never exits the process itself.

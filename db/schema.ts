@@ -417,7 +417,9 @@ export const webhookSubscriptions = pgTable(
 // ---------------------------------------------------------------- transactional outbox
 
 /** Work that must reach Temporal. Written in the same transaction as the change that causes it;
- * the relay delivers it (at least once; workflow ids dedupe) whenever Temporal is reachable. */
+ * the relay delivers it (at least once; workflow ids dedupe) whenever Temporal is reachable.
+ * A row is pending (neither delivered nor dead), delivered (kept for a retention, then pruned)
+ * or dead: refused by Temporal on every one of the relay's attempts, kept for an operator. */
 export const outbox = pgTable(
   'outbox',
   {
@@ -428,9 +430,17 @@ export const outbox = pgTable(
     lastError: text('last_error'),
     availableAt: timestamp('available_at', { withTimezone: true }).notNull().defaultNow(),
     deliveredAt: timestamp('delivered_at', { withTimezone: true }),
+    /** Set when the relay gave up on the row (attempt limit); an operator may requeue it. */
+    deadAt: timestamp('dead_at', { withTimezone: true }),
     createdAt: createdAt(),
   },
-  (t) => [index('outbox_pending_idx').on(t.availableAt, t.id).where(sql`${t.deliveredAt} is null`)],
+  (t) => [
+    // The relay takes due rows in id order: this index hands them over in that order (no sort of
+    // the whole backlog), and holds only pending rows.
+    index('outbox_pending_idx').on(t.id).where(sql`${t.deliveredAt} is null and ${t.deadAt} is null`),
+    index('outbox_delivered_idx').on(t.deliveredAt).where(sql`${t.deliveredAt} is not null`),
+    index('outbox_dead_idx').on(t.id).where(sql`${t.deadAt} is not null`),
+  ],
 );
 
 // ---------------------------------------------------------------- access version

@@ -9,10 +9,11 @@ import { gcRoutes } from './gc.ts';
 import { mirrorRoutes } from './mirror.ts';
 import { notificationRoutes } from './notifications.ts';
 import { operationRoutes } from './operations.ts';
+import { outboxRoutes } from './outbox.ts';
 import { repositoryRoutes } from './repositories.ts';
 
 export function managementApi(s: Services): Koa.Middleware {
-  return router([...accountRoutes(s), ...repositoryRoutes(s), ...mirrorRoutes(s), ...notificationRoutes(s), ...operationRoutes(s), ...gcRoutes(s)], {
+  return router([...accountRoutes(s), ...repositoryRoutes(s), ...mirrorRoutes(s), ...notificationRoutes(s), ...operationRoutes(s), ...gcRoutes(s), ...outboxRoutes(s)], {
     prefix: '/api/v1',
     trailingSlash: true,
     errors: v1Errors(s),
