@@ -8,7 +8,8 @@
 //   npx tsx bench/peer.ts [--seconds 5] [--workers 2] [--concurrency 1,16,64] [--layers 40] [--only manifest-get-tag,blob-head] [--cpu-prof DIR] [--hold]
 //
 // --cpu-prof writes V8 profiles of the API processes; --hold keeps both registries up for 90 s
-// after the push, printing their addresses and the token (to poke at them with curl).
+// after the push, printing their addresses and the token (to poke at them with curl). The RSS of
+// the whole `npm start` system (every process) is bench/stack-rss.ts's.
 //
 // Load comes from autocannon (the maintained Node HTTP load generator, keep-alive connections,
 // HdrHistogram latencies), in this process; both registries face the same generator. Prints per
