@@ -65,4 +65,11 @@ export const WORKFLOW_IDS = {
   collectGarbageSchedule: 'maintenance/collect-garbage',
   /** Runs started by `meridian gc run` (one at a time; a dry run has its own id). */
   collectGarbage: (dryRun: boolean) => (dryRun ? 'gc/dry-run' : 'gc/run'),
+  sweepOrphansSchedule: 'maintenance/sweep-orphans',
+  /** Runs started by `meridian orphans` (one at a time; a dry run has its own id). */
+  sweepOrphans: (dryRun: boolean) => (dryRun ? 'orphans/dry-run' : 'orphans/run'),
+  /** One location's weekly scrub schedule (`maintenance/`: setup owns it). */
+  scrubSchedule: (location: string) => `maintenance/scrub/${location}`,
+  /** Runs started by `meridian scrub <location>` (one at a time per location). */
+  scrubLocation: (location: string) => `scrub/${location}`,
 } as const;

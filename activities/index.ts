@@ -4,7 +4,9 @@ import type { Services } from '../platform/services.ts';
 import { createGcActivities } from './gc.ts';
 import { createMaintenanceActivities } from './maintenance.ts';
 import { createMirrorActivities } from './mirror.ts';
+import { createOrphanActivities } from './orphans.ts';
 import { createReplicationActivities } from './replication.ts';
+import { createScrubActivities } from './scrub.ts';
 
 export type ActivityDeps = Services;
 
@@ -13,6 +15,8 @@ export function createActivities(deps: ActivityDeps) {
     ...createReplicationActivities(deps),
     ...createMaintenanceActivities(deps),
     ...createGcActivities(deps),
+    ...createScrubActivities(deps),
+    ...createOrphanActivities(deps),
     ...createMirrorActivities(deps),
   };
 }

@@ -182,6 +182,10 @@ const ROUTES: [string, string][] = [
   ['POST', '/api/v1/replication/backfill'],
   ['GET', '/api/v1/namespace/{x}/replication'],
   ['PUT', '/api/v1/namespace/{ns}/replication'],
+  ['POST', '/api/v1/scrub/{x}'],
+  ['GET', '/api/v1/scrub/{x}'],
+  ['POST', '/api/v1/orphans'],
+  ['GET', '/api/v1/orphans'],
   ['GET', '/api/v1/{x}'],
   ['GET', '/{x}'],
 ];

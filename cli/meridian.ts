@@ -10,8 +10,10 @@ import { accountCommands } from './commands/accounts.ts';
 import { gcCommand } from './commands/gc.ts';
 import { mirrorCommand } from './commands/mirror.ts';
 import { outboxCommand } from './commands/outbox.ts';
+import { orphansCommand } from './commands/orphans.ts';
 import { replicationCommands } from './commands/replication.ts';
 import { repoCommands } from './commands/repos.ts';
+import { scrubCommand } from './commands/scrub.ts';
 import { secretCommands } from './commands/secrets.ts';
 import { temporalCommand } from './commands/temporal.ts';
 import { apiTargetFromEnv, type ApiTarget, CliError, type CliIo } from './client.ts';
@@ -36,7 +38,7 @@ export function buildProgram(io: CliIo): Command {
       ...(o.password !== undefined ? { MERIDIAN_PASSWORD: o.password } : {}),
     });
   };
-  for (const c of [...accountCommands(io, target), repoCommands(io, target), ...replicationCommands(io, target), secretCommands(io, target), mirrorCommand(io, target), gcCommand(io, target), outboxCommand(io, target), temporalCommand(io)]) {
+  for (const c of [...accountCommands(io, target), repoCommands(io, target), ...replicationCommands(io, target), secretCommands(io, target), mirrorCommand(io, target), gcCommand(io, target), outboxCommand(io, target), scrubCommand(io, target), orphansCommand(io, target), temporalCommand(io)]) {
     program.addCommand(c);
   }
   // Every command, however deep, reports through io and never exits the process itself.

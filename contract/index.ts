@@ -10,13 +10,17 @@ import { collectGarbageWorkflow } from './gc.ts';
 import { expireUploadsWorkflow } from './maintenance.ts';
 import { deliverMirrorNotificationWorkflow, mirrorSyncWorkflow, reconcileMirrorWorkflow } from './mirror.ts';
 import { backfillWorkflow, removeLocationWorkflow, replicateBlobWorkflow } from './replication.ts';
+import { sweepOrphansWorkflow } from './orphans.ts';
+import { scrubLocationWorkflow } from './scrub.ts';
 import type { WorkflowDefinition, WorkflowOf } from './define.ts';
 
 export * from './define.ts';
 export * from './gc.ts';
 export * from './maintenance.ts';
 export * from './mirror.ts';
+export * from './orphans.ts';
 export * from './replication.ts';
+export * from './scrub.ts';
 
 /** Keyed by each definition's own name, so a key and its workflow type cannot disagree. */
 function byName<const D extends readonly WorkflowDefinition[]>(defs: D): { [X in D[number] as X['name']]: X } {
@@ -29,6 +33,8 @@ export const WORKFLOWS = byName([
   removeLocationWorkflow,
   expireUploadsWorkflow,
   collectGarbageWorkflow,
+  scrubLocationWorkflow,
+  sweepOrphansWorkflow,
   mirrorSyncWorkflow,
   reconcileMirrorWorkflow,
   deliverMirrorNotificationWorkflow,

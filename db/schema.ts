@@ -196,8 +196,10 @@ export const blobPlacements = pgTable(
       .notNull()
       .references(() => storageLocations.id, { onDelete: 'cascade' }),
     /** `deleting`: marked by GC, not served, object intact (a reference revives it); `purging`:
-     * GC is deleting its object (gc/blobs.ts describes the protocol). */
-    state: text('state', { enum: ['available', 'deleting', 'purging'] }).notNull().default('available'),
+     * GC is deleting its object (gc/blobs.ts describes the protocol); `damaged`: the scrub found
+     * its object missing or its bytes wrong — not served, not a replication source or holder,
+     * available again once replication re-copied it (replication/scrub.ts). */
+    state: text('state', { enum: ['available', 'deleting', 'purging', 'damaged'] }).notNull().default('available'),
     /** The object holding the bytes, when it is not the content address (a chunked upload's own
      * object becomes the blob rather than being copied). Null = `blobKey(prefix, digest)`.
      * Always resolve with `storage/paths.ts` `placementKey`. */

@@ -13,7 +13,18 @@ const KEYS = {
   failures: 'metrics:replication:failures',
   lag: 'metrics:replication:lag',
   regionBytes: 'metrics:replication:region_bytes',
+  /** Per location: `objects`, `bytes`, `missing`, `corrupt`, `repaired`, `finished` (unix time). */
+  scrub: (location: string) => `metrics:scrub:${location}`,
+  scrubLocations: 'metrics:scrub:locations',
 };
+
+const SCRUB_COUNTERS = [
+  ['objects', 'meridian_scrub_objects_total', 'Copies re-read by the integrity scrub and their digests recomputed, by location.'],
+  ['bytes', 'meridian_scrub_bytes_total', 'Bytes re-read by the integrity scrub, by location.'],
+  ['missing', 'meridian_scrub_missing_total', 'Copies the scrub found missing from their location (marked damaged), by location.'],
+  ['corrupt', 'meridian_scrub_corrupt_total', 'Copies the scrub found with bytes not matching their digest (marked damaged), by location.'],
+  ['repaired', 'meridian_scrub_repaired_total', 'Damaged copies available again after a re-copy from a healthy replica, by location.'],
+] as const;
 
 /** Where bytes travelled: the region of whoever receives them (the client of an API instance,
  * the target of a copy) and the storage location they were read from. */
@@ -57,6 +68,38 @@ export class ReplicationMetrics {
     await m.exec().catch(() => {});
   }
 
+  /** The scrub re-read one copy of `bytes` bytes at `location`. */
+  async scrubbed(location: string, bytes: number): Promise<void> {
+    await this.redis.multi().sadd(KEYS.scrubLocations, location).hincrby(KEYS.scrub(location), 'objects', 1).hincrby(KEYS.scrub(location), 'bytes', bytes).exec().catch(() => {});
+  }
+
+  async damaged(location: string, problem: 'missing' | 'corrupt'): Promise<void> {
+    await this.redis.multi().sadd(KEYS.scrubLocations, location).hincrby(KEYS.scrub(location), problem, 1).exec().catch(() => {});
+  }
+
+  async repaired(location: string, copies: number): Promise<void> {
+    await this.redis.multi().sadd(KEYS.scrubLocations, location).hincrby(KEYS.scrub(location), 'repaired', copies).exec().catch(() => {});
+  }
+
+  /** A scrub run of `location` finished (the time, for "last scrub" alerts). */
+  async scrubFinished(location: string): Promise<void> {
+    await this.redis.multi().sadd(KEYS.scrubLocations, location).hset(KEYS.scrub(location), 'finished', Math.floor(Date.now() / 1000)).exec().catch(() => {});
+  }
+
+  private async scrubExposition(esc: (v: string) => string): Promise<string[]> {
+    const locations = (await this.redis.smembers(KEYS.scrubLocations)).sort();
+    const stats = await Promise.all(locations.map((l) => this.redis.hgetall(KEYS.scrub(l))));
+    const lines: string[] = [];
+    for (const [field, name, help] of SCRUB_COUNTERS) {
+      lines.push(`# HELP ${name} ${help}`, `# TYPE ${name} counter`);
+      locations.forEach((l, i) => lines.push(`${name}{location="${esc(l)}"} ${stats[i]![field] ?? 0}`));
+    }
+    lines.push('# HELP meridian_scrub_last_finished_timestamp_seconds When the last scrub run of the location finished (unix time).');
+    lines.push('# TYPE meridian_scrub_last_finished_timestamp_seconds gauge');
+    locations.forEach((l, i) => stats[i]!.finished && lines.push(`meridian_scrub_last_finished_timestamp_seconds{location="${esc(l)}"} ${stats[i]!.finished}`));
+    return lines;
+  }
+
   /** Prometheus text for the shared metrics. */
   async exposition(): Promise<string> {
     let copies: Record<string, string> = {};
@@ -64,7 +107,10 @@ export class ReplicationMetrics {
     let failures: Record<string, string> = {};
     let lag: Record<string, string> = {};
     let regionBytes: Record<string, string> = {};
+    const esc = (v: string) => v.replace(/\\/g, '\\\\').replace(/"/g, '\\"');
+    let scrub: string[] = [];
     try {
+      scrub = await this.scrubExposition(esc);
       [copies, bytes, failures, lag, regionBytes] = await Promise.all([
         this.redis.hgetall(KEYS.copies),
         this.redis.hgetall(KEYS.bytes),
@@ -75,8 +121,7 @@ export class ReplicationMetrics {
     } catch {
       return '# replication metrics unavailable: Redis unreachable\n';
     }
-    const lines: string[] = [];
-    const esc = (v: string) => v.replace(/\\/g, '\\\\').replace(/"/g, '\\"');
+    const lines: string[] = [...scrub];
     lines.push('# HELP meridian_replication_copies_total Blob copies completed, by source and target location.');
     lines.push('# TYPE meridian_replication_copies_total counter');
     for (const [k, v] of Object.entries(copies)) {

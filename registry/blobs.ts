@@ -9,6 +9,14 @@ import { enqueueWorkflowStart } from '../platform/outbox.ts';
 import { WORKFLOW_IDS } from '../temporal.config.ts';
 
 export type BlobRow = typeof blobs.$inferSelect;
+export type BlobPlacementState = (typeof blobPlacements.$inferSelect)['state'];
+
+/** States whose object must not be relied on at the content address: GC is deleting it, or the
+ * scrub found it missing or wrong. A push brings its own object (a key nobody else writes) and
+ * takes such a placement over. */
+export function needsOwnObject(state: BlobPlacementState | undefined): boolean {
+  return state === 'purging' || state === 'damaged';
+}
 
 export async function blobByDigest(db: DbOrTx, digest: string): Promise<BlobRow | undefined> {
   const [row] = await db.select().from(blobs).where(eq(blobs.digest, digest));
@@ -130,7 +138,8 @@ async function lockedBlob(tx: DbOrTx, input: { digest: string; size: number; med
  *
  * Placements GC marked `deleting` still have their object: a commit revives them (keeping that
  * object). One GC is `purging` has an object about to go: only a caller bringing its own object
- * (a key nobody else writes) takes it over; the purge then removes just the old object.
+ * (a key nobody else writes) takes it over; the purge then removes just the old object. A
+ * `damaged` one (the scrub found its object missing or wrong) is taken over the same way.
  */
 export async function commitBlob(tx: DbOrTx, input: CommitBlobInput): Promise<CommittedPlacement> {
   const blob = await lockedBlob(tx, input);
@@ -156,7 +165,7 @@ export async function commitBlob(tx: DbOrTx, input: CommitBlobInput): Promise<Co
       finalKey = objectKey;
       break;
     }
-    if (current.state === 'purging') {
+    if (needsOwnObject(current.state)) {
       if (objectKey === null) throw new BlobCollectedError(input.digest);
       await tx.update(blobPlacements).set({ state: 'available', objectKey, verifiedAt: sql`now()` }).where(where);
       finalKey = objectKey;
@@ -209,7 +218,7 @@ export async function placementStateAt(
   db: DbOrTx,
   digest: string,
   locationId: number,
-): Promise<'available' | 'deleting' | 'purging' | undefined> {
+): Promise<BlobPlacementState | undefined> {
   const [row] = await db
     .select({ state: blobPlacements.state })
     .from(blobPlacements)

@@ -16,7 +16,7 @@ import type { Location } from '../storage/locations.ts';
 import { MultipartWriter } from '../storage/multipart-writer.ts';
 import { blobKey, uploadDataKey, uploadTailKey } from '../storage/paths.ts';
 import { placementAdded } from '../replication/placements.ts';
-import { commitBlob, placementStateAt } from './blobs.ts';
+import { commitBlob, needsOwnObject, placementStateAt } from './blobs.ts';
 import { type DigestAlgorithm, parseDigest } from './digest.ts';
 import { createResumableHasher, createStreamingHasher, type ResumableHasher, restoreHasher } from './hashing.ts';
 import { writeLocation } from './placement.ts';
@@ -365,15 +365,16 @@ export async function completeUpload(s: Services, repo: Repository, id: string, 
 
     // Verified. Unless this location already holds the blob, store it: small blobs (less than
     // a part, all in memory) at the content address, larger ones where their parts already are.
-    // A copy GC is purging is about to lose its object at the content address: then even a
-    // small blob goes to the session's own key (which nobody else writes).
+    // A copy GC is purging is about to lose its object at the content address, and a damaged
+    // one's object there may hold wrong bytes: then even a small blob goes to the session's own
+    // key (which nobody else writes).
     let objectKey: string | null = null;
     const existing = await placementStateAt(s.db, digest, loc.id);
     const reuse = existing === 'available' || existing === 'deleting';
     if (!reuse) {
       if (!state.writer.uploadId) {
         const bytes = small ?? state.writer.takeBuffered();
-        if (existing === 'purging') {
+        if (needsOwnObject(existing)) {
           await loc.driver.write(held.objectKey, bytes);
           objectKey = held.objectKey;
         } else {
@@ -464,10 +465,10 @@ export async function putBlob(
 ): Promise<CommittedBlob> {
   const { algorithm } = parseDigest(digest);
   // An available or GC-marked copy is reused; one GC is purging loses its content-address
-  // object, so the bytes go to a key of their own instead.
+  // object, and a damaged one's may be wrong, so the bytes go to a key of their own instead.
   const existing = await placementStateAt(s.db, digest, loc.id);
   const exists = existing === 'available' || existing === 'deleting';
-  const ownKey = existing === 'purging' ? uploadDataKey(loc.pathPrefix, randomUUID()) : null;
+  const ownKey = needsOwnObject(existing) ? uploadDataKey(loc.pathPrefix, randomUUID()) : null;
   const key = ownKey ?? blobKey(loc.pathPrefix, digest);
   const hasher = createStreamingHasher(algorithm);
   const writer = exists ? undefined : new MultipartWriter(loc.driver, key);

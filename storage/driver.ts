@@ -8,6 +8,24 @@ export interface ObjectStat {
   etag: string | undefined;
 }
 
+export interface ListedObject {
+  key: string;
+  size: number;
+  lastModified?: Date;
+}
+
+export interface PendingMultipart {
+  key: string;
+  uploadId: string;
+  initiated?: Date;
+}
+
+/** Where a listing of multipart uploads continues. */
+export interface MultipartMarker {
+  key: string;
+  uploadId: string;
+}
+
 export interface ByteRange {
   /** First byte, inclusive. */
   start: number;
@@ -43,7 +61,12 @@ export interface StorageDriver {
   /** A URL that lets a client GET the object directly for ttlSeconds. */
   presignRead(key: string, ttlSeconds: number): Promise<string>;
   /** Keys under a prefix, in key order, starting after `startAfter`. */
-  list(prefix: string, opts?: { startAfter?: string; limit?: number }): Promise<{ key: string; size: number }[]>;
+  list(prefix: string, opts?: { startAfter?: string; limit?: number }): Promise<ListedObject[]>;
+  /** Multipart uploads begun and neither completed nor aborted, under a prefix, in key order. */
+  listMultipartUploads(prefix: string, opts?: { after?: MultipartMarker; limit?: number }): Promise<{ uploads: PendingMultipart[]; next?: MultipartMarker }>;
+  /** Makes the store abort multipart uploads under `prefix` left incomplete for `days` days (an
+   * S3 lifecycle rule). `unsupported` when the server has no lifecycle configuration. */
+  ensureAbortIncompleteUploadsRule?(prefix: string, days: number): Promise<'added' | 'present' | 'unsupported'>;
 
   createMultipart(key: string, opts?: { contentType?: string }): Promise<string>;
   uploadPart(key: string, uploadId: string, partNumber: number, body: Buffer): Promise<string>;

@@ -169,6 +169,7 @@ function unusableDriver(name: string, cause: unknown): StorageDriver {
     deleteMany: fail,
     presignRead: fail,
     list: fail,
+    listMultipartUploads: fail,
     createMultipart: fail,
     uploadPart: fail,
     listParts: fail,

@@ -9,10 +9,14 @@ import {
   CreateMultipartUploadCommand,
   DeleteObjectCommand,
   DeleteObjectsCommand,
+  GetBucketLifecycleConfigurationCommand,
   GetObjectCommand,
   HeadObjectCommand,
+  type LifecycleRule,
+  ListMultipartUploadsCommand,
   ListObjectsV2Command,
   ListPartsCommand,
+  PutBucketLifecycleConfigurationCommand,
   PutObjectCommand,
   S3Client,
   S3ServiceException,
@@ -24,6 +28,9 @@ import { NodeHttpHandler } from '@smithy/node-http-handler';
 import {
   type ByteRange,
   type CompletedPart,
+  type ListedObject,
+  type MultipartMarker,
+  type PendingMultipart,
   type ObjectRead,
   type ObjectStat,
   type StorageDriver,
@@ -188,14 +195,57 @@ export class S3Driver implements StorageDriver {
     return getSignedUrl(this.client, new GetObjectCommand({ Bucket: this.bucket, Key: key }), { expiresIn: ttlSeconds });
   }
 
-  async list(prefix: string, opts: { startAfter?: string; limit?: number } = {}): Promise<{ key: string; size: number }[]> {
+  async list(prefix: string, opts: { startAfter?: string; limit?: number } = {}): Promise<ListedObject[]> {
     try {
       const r = await this.client.send(
         new ListObjectsV2Command({ Bucket: this.bucket, Prefix: prefix, StartAfter: opts.startAfter, MaxKeys: opts.limit ?? 1000 }),
       );
-      return (r.Contents ?? []).map((o) => ({ key: o.Key ?? '', size: o.Size ?? 0 }));
+      return (r.Contents ?? []).map((o) => ({ key: o.Key ?? '', size: o.Size ?? 0, ...(o.LastModified ? { lastModified: o.LastModified } : {}) }));
     } catch (e) {
       throw this.wrap(e, prefix);
+    }
+  }
+
+  async listMultipartUploads(prefix: string, opts: { after?: MultipartMarker; limit?: number } = {}): Promise<{ uploads: PendingMultipart[]; next?: MultipartMarker }> {
+    try {
+      const r = await this.client.send(
+        new ListMultipartUploadsCommand({
+          Bucket: this.bucket,
+          Prefix: prefix,
+          KeyMarker: opts.after?.key,
+          UploadIdMarker: opts.after?.uploadId,
+          MaxUploads: opts.limit ?? 1000,
+        }),
+      );
+      const uploads = (r.Uploads ?? []).map((u) => ({ key: u.Key ?? '', uploadId: u.UploadId ?? '', ...(u.Initiated ? { initiated: u.Initiated } : {}) }));
+      const last = uploads.at(-1);
+      const next = r.IsTruncated ? (r.NextKeyMarker ? { key: r.NextKeyMarker, uploadId: r.NextUploadIdMarker ?? '' } : last) : undefined;
+      return { uploads, ...(next ? { next } : {}) };
+    } catch (e) {
+      throw this.wrap(e, prefix);
+    }
+  }
+
+  /** Adds the rule to the bucket's lifecycle configuration, keeping its other rules. */
+  async ensureAbortIncompleteUploadsRule(prefix: string, days: number): Promise<'added' | 'present' | 'unsupported'> {
+    const id = `meridian-abort-incomplete-uploads${prefix ? `-${prefix.replace(/[^A-Za-z0-9-]/g, '-')}` : ''}`;
+    try {
+      let rules: LifecycleRule[] = [];
+      try {
+        rules = (await this.client.send(new GetBucketLifecycleConfigurationCommand({ Bucket: this.bucket }))).Rules ?? [];
+      } catch (e) {
+        if ((e as { name?: string }).name !== 'NoSuchLifecycleConfiguration') throw e;
+      }
+      const mine = rules.find((r) => r.ID === id);
+      if (mine?.AbortIncompleteMultipartUpload?.DaysAfterInitiation === days && mine.Status === 'Enabled') return 'present';
+      const rule: LifecycleRule = { ID: id, Status: 'Enabled', Filter: { Prefix: prefix }, AbortIncompleteMultipartUpload: { DaysAfterInitiation: days } };
+      await this.client.send(
+        new PutBucketLifecycleConfigurationCommand({ Bucket: this.bucket, LifecycleConfiguration: { Rules: [...rules.filter((r) => r.ID !== id), rule] } }),
+      );
+      return 'added';
+    } catch (e) {
+      if (lifecycleUnsupported(e)) return 'unsupported';
+      throw this.wrap(e, '');
     }
   }
 
@@ -361,4 +411,12 @@ function isNoSuchUpload(e: unknown): boolean {
 function isPreconditionFailed(e: unknown): boolean {
   const name = (e as { name?: string })?.name;
   return name === 'PreconditionFailed' || statusOf(e) === 412;
+}
+
+/** The server has no bucket lifecycle configuration (Versity's posix backend, some gateways):
+ * NotImplemented (501), or a 4xx naming the operation as unsupported. */
+function lifecycleUnsupported(e: unknown): boolean {
+  const name = (e as { name?: string })?.name ?? '';
+  const status = statusOf(e);
+  return name === 'NotImplemented' || status === 501 || /NotImplemented|not ?supported|unsupported/i.test(`${name} ${(e as Error)?.message ?? ''}`);
 }

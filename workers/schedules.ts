@@ -6,6 +6,8 @@
 import { type Client, ScheduleAlreadyRunning, ScheduleNotFoundError, ScheduleOverlapPolicy, type ScheduleOptions } from '@temporalio/client';
 import { collectGarbageWorkflow } from '../contract/gc.ts';
 import { expireUploadsWorkflow } from '../contract/maintenance.ts';
+import { sweepOrphansWorkflow } from '../contract/orphans.ts';
+import { scrubLocationWorkflow } from '../contract/scrub.ts';
 import { scheduledStart } from '../platform/workflows.ts';
 import { WORKFLOW_IDS } from '../temporal.config.ts';
 
@@ -33,7 +35,29 @@ export const MAINTENANCE_SCHEDULES: OwnedSchedule[] = [
     policies: { overlap: ScheduleOverlapPolicy.SKIP, catchupWindow: '1 hour' },
     note: 'Deletes untagged manifests and unreferenced blobs older than MERIDIAN_GC_GRACE from every location.',
   },
+  {
+    scheduleId: WORKFLOW_IDS.sweepOrphansSchedule,
+    spec: { intervals: [{ every: '1 day', offset: '4 hours' }] },
+    action: scheduledStart(sweepOrphansWorkflow, { args: [{}], workflowId: 'orphans/scheduled' }),
+    policies: { overlap: ScheduleOverlapPolicy.SKIP, catchupWindow: '1 hour' },
+    note: 'Removes objects and multipart uploads no row accounts for, older than MERIDIAN_GC_GRACE, from every location.',
+  },
 ];
+
+/** Each location's weekly integrity scrub (every copy, at the default rate), spread over the
+ * week by location so that they do not all read at once. Setup declares one per location in the
+ * database; a removed location's schedule goes with the next setup. */
+export const SCRUB_SCHEDULE_PREFIX = `${MAINTENANCE_PREFIX}scrub/`;
+
+export function scrubSchedules(locations: string[]): OwnedSchedule[] {
+  return locations.map((location, i) => ({
+    scheduleId: WORKFLOW_IDS.scrubSchedule(location),
+    spec: { intervals: [{ every: '7 days', offset: `${((i * 29) % 167) + 1} hours` }] },
+    action: scheduledStart(scrubLocationWorkflow, { args: [{ location }], workflowId: `scrub/scheduled/${location}` }),
+    policies: { overlap: ScheduleOverlapPolicy.SKIP, catchupWindow: '1 hour' },
+    note: `Re-reads every copy in ${location}, recomputes its digest, and re-copies missing or corrupt ones from a healthy replica.`,
+  }));
+}
 
 export type ScheduleOutcome = 'created' | 'updated' | 'deleted';
 
@@ -66,16 +90,20 @@ export async function upsertSchedule(client: Client, s: OwnedSchedule): Promise<
   }
 }
 
-/** Upserts every declared maintenance schedule and deletes undeclared `maintenance/…` ones. */
+/** Upserts every declared maintenance schedule and deletes undeclared `maintenance/…` ones,
+ * except those under `keepPrefixes` (schedules this setup could not know: the scrub schedules
+ * when it has no database). */
 export async function reconcileMaintenanceSchedules(
   client: Client,
   declared: OwnedSchedule[] = MAINTENANCE_SCHEDULES,
+  keepPrefixes: string[] = [],
 ): Promise<{ scheduleId: string; outcome: ScheduleOutcome }[]> {
   const results: { scheduleId: string; outcome: ScheduleOutcome }[] = [];
   for (const s of declared) results.push({ scheduleId: s.scheduleId, outcome: await upsertSchedule(client, s) });
   const wanted = new Set(declared.map((s) => s.scheduleId));
   for await (const listed of client.schedule.list()) {
     if (!listed.scheduleId.startsWith(MAINTENANCE_PREFIX) || wanted.has(listed.scheduleId)) continue;
+    if (keepPrefixes.some((p) => listed.scheduleId.startsWith(p))) continue;
     try {
       await client.schedule.getHandle(listed.scheduleId).delete();
       results.push({ scheduleId: listed.scheduleId, outcome: 'deleted' });

@@ -2,26 +2,28 @@
 // release runs in it, idempotent, so it is run on every deploy and by `npm start`:
 //   1. the namespace, registered when missing (where the connection may);
 //   2. Meridian's custom search attributes, added when missing;
-//   3. the maintenance schedules, created or updated to this release's definitions;
+//   3. the maintenance schedules, created or updated to this release's definitions, with a
+//      scrub schedule per storage location;
 //   4. every mirror schedule reconciled with its database row (created, updated to this release's
 //      schedule options, paused or deleted), including schedules whose mirror is gone.
 import { Connection } from '@temporalio/client';
 import { eq } from 'drizzle-orm';
 import type { Config } from '../config.ts';
 import { connectDatabase } from '../db/client.ts';
-import { mirrorConfigs, namespaces, repositories } from '../db/schema.ts';
+import { mirrorConfigs, namespaces, repositories, storageLocations } from '../db/schema.ts';
 import { reconcileMirror } from '../mirror/schedule.ts';
 import { createLogger } from '../platform/logger.ts';
 import { ensureNamespace, ensureSearchAttributes, waitForNamespace, type NamespaceOutcome, type SearchAttributeOutcome } from '../platform/temporal-admin.ts';
 import { connectTemporal, temporalConnectOptions } from '../platform/temporal.ts';
-import { reconcileMaintenanceSchedules, type ScheduleOutcome } from './schedules.ts';
+import { MAINTENANCE_SCHEDULES, reconcileMaintenanceSchedules, SCRUB_SCHEDULE_PREFIX, type ScheduleOutcome, scrubSchedules } from './schedules.ts';
 
 const MIRROR_SCHEDULE_PREFIX = 'mirror/';
 
 export interface TemporalSetupOptions {
   /** Retention of a namespace setup registers. */
   retentionDays: number;
-  /** Skip the mirror schedules (they need the database). */
+  /** Skip what needs the database: the mirror schedules, and the scrub schedules (existing
+   * ones are kept). */
   skipMirrors?: boolean;
   /** Progress lines. */
   log?: (line: string) => void;
@@ -52,7 +54,9 @@ export async function setupTemporal(config: Config, opts: TemporalSetupOptions):
 
   const temporal = connectTemporal(config);
   try {
-    const schedules = await reconcileMaintenanceSchedules(temporal.client);
+    const schedules = opts.skipMirrors
+      ? await reconcileMaintenanceSchedules(temporal.client, MAINTENANCE_SCHEDULES, [SCRUB_SCHEDULE_PREFIX])
+      : await reconcileMaintenanceSchedules(temporal.client, [...MAINTENANCE_SCHEDULES, ...scrubSchedules(await locationNames(config))]);
     for (const s of schedules) log(`schedule ${s.scheduleId}: ${s.outcome}`);
     const mirrors = opts.skipMirrors ? undefined : await reconcileMirrorSchedules(config, temporal.client);
     if (mirrors) {
@@ -94,6 +98,16 @@ async function reconcileMirrorSchedules(config: Config, client: ReturnType<typeo
     };
     await Promise.all(Array.from({ length: 4 }, worker));
     return { reconciled, failed };
+  } finally {
+    await database.close();
+  }
+}
+
+/** The storage locations' names, in the order they were added. */
+async function locationNames(config: Config): Promise<string[]> {
+  const database = connectDatabase(config.databaseUrl, { max: 1, applicationName: 'meridian-temporal-setup' });
+  try {
+    return (await database.db.select({ name: storageLocations.name }).from(storageLocations).orderBy(storageLocations.id)).map((r) => r.name);
   } finally {
     await database.close();
   }

@@ -5,6 +5,8 @@ export * from './backfill.ts';
 export * from './remove-location.ts';
 export * from './maintenance.ts';
 export * from './gc.ts';
+export * from './scrub.ts';
+export * from './orphans.ts';
 export * from './mirror.ts';
 
 // Compiles only while every workflow type of the contract is exported here, under its name and

@@ -8,12 +8,14 @@ import { v1Errors } from './common.ts';
 import { gcRoutes } from './gc.ts';
 import { mirrorRoutes } from './mirror.ts';
 import { notificationRoutes } from './notifications.ts';
+import { orphanRoutes } from './orphans.ts';
 import { operationRoutes } from './operations.ts';
 import { outboxRoutes } from './outbox.ts';
 import { repositoryRoutes } from './repositories.ts';
+import { scrubRoutes } from './scrub.ts';
 
 export function managementApi(s: Services): Koa.Middleware {
-  return router([...accountRoutes(s), ...repositoryRoutes(s), ...mirrorRoutes(s), ...notificationRoutes(s), ...operationRoutes(s), ...gcRoutes(s), ...outboxRoutes(s)], {
+  return router([...accountRoutes(s), ...repositoryRoutes(s), ...mirrorRoutes(s), ...notificationRoutes(s), ...operationRoutes(s), ...gcRoutes(s), ...outboxRoutes(s), ...scrubRoutes(s), ...orphanRoutes(s)], {
     prefix: '/api/v1',
     trailingSlash: true,
     errors: v1Errors(s),

@@ -1,0 +1,49 @@
+// Operator actions on the orphan sweep, shared by the management API and the CLI: start a sweep
+// (or a dry run) and read its progress or report.
+import { WorkflowIdConflictPolicy } from '@temporalio/common';
+import { WorkflowNotFoundError } from '@temporalio/client';
+import { orphansProgressQuery, type SweepOrphansInput, type SweepOrphansProgress, sweepOrphansWorkflow } from '../contract/orphans.ts';
+import { DomainError } from '../platform/errors.ts';
+import type { Services } from '../platform/services.ts';
+import { startWorkflow, workflowHandle } from '../platform/workflows.ts';
+import { WORKFLOW_IDS } from '../temporal.config.ts';
+
+export class OrphanSweepError extends DomainError {}
+
+/** Starts a sweep, or joins the one already running with the same id. */
+export async function startOrphanSweep(s: Pick<Services, 'temporal'>, input: SweepOrphansInput): Promise<{ workflowId: string; runId: string }> {
+  const dryRun = input.dryRun ?? false;
+  const workflowId = WORKFLOW_IDS.sweepOrphans(dryRun);
+  const handle = await startWorkflow(s.temporal.client, sweepOrphansWorkflow, {
+    workflowId,
+    args: [{ dryRun, ...(input.graceSeconds !== undefined ? { graceSeconds: input.graceSeconds } : {}) }],
+    workflowIdConflictPolicy: WorkflowIdConflictPolicy.USE_EXISTING,
+    staticSummary: dryRun ? 'Orphan sweep (dry run: report only)' : 'Orphan sweep',
+  });
+  return { workflowId, runId: handle.firstExecutionRunId };
+}
+
+export interface OrphanSweepStatus {
+  workflowId: string;
+  status: string;
+  progress: SweepOrphansProgress | null;
+  error?: string;
+}
+
+export async function orphanSweepStatus(s: Pick<Services, 'temporal'>, dryRun: boolean): Promise<OrphanSweepStatus> {
+  const workflowId = WORKFLOW_IDS.sweepOrphans(dryRun);
+  const handle = workflowHandle(s.temporal.client, sweepOrphansWorkflow, workflowId);
+  try {
+    const d = await handle.describe();
+    if (d.status.name === 'RUNNING') return { workflowId, status: 'RUNNING', progress: await handle.query(orphansProgressQuery).catch(() => null) };
+    try {
+      return { workflowId, status: d.status.name, progress: await handle.result() };
+    } catch (e) {
+      const cause = (e as { cause?: { message?: string } }).cause;
+      return { workflowId, status: d.status.name, progress: null, error: cause?.message ?? (e as Error).message };
+    }
+  } catch (e) {
+    if (e instanceof WorkflowNotFoundError) throw new OrphanSweepError('not_found', dryRun ? 'no orphan dry run has run' : 'no orphan sweep has run');
+    throw e;
+  }
+}
