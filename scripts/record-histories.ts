@@ -40,6 +40,7 @@ function activityProxy(): Record<string, Fake> {
     'unprotectedBlobs', 'deletePlacementsBatch', 'deleteLocationRow', 'expireUploadSessions', 'reconcileMirrorState',
     'beginMirrorRun', 'planMirrorRun', 'loadMirrorPlan', 'mirrorTag', 'recordMirrorTagFailure', 'pruneMirrorTags',
     'rollbackMirrorRun', 'finishMirrorRun', 'mirrorWebhookTargets', 'deliverMirrorWebhook',
+    'scrubPage', 'checkScrubRepairs', 'scrubFinished', 'orphanGraceSeconds', 'orphanSweepLocations', 'sweepLocationOrphans',
   ];
   return Object.fromEntries(
     names.map((n) => [
@@ -302,6 +303,54 @@ const SCENARIOS: Scenario[] = [
       reconcileMirrorState: () => ({ action: 'deleted' }),
     },
     start: (c) => start(c, 'mirrorSync', 'mirror-sync/acme/skipped', { repository: 'acme/skipped' }),
+  },
+  {
+    // Pages of re-reads on eu-west's queue (continuing as new when Temporal suggests it), one
+    // damaged copy found, its repair waited for until replication made it available again.
+    name: 'scrubLocation-repaired-continue-as-new',
+    activities: (() => {
+      let page = 0;
+      let checks = 0;
+      return {
+        scrubPage: (input: { afterBlobId: number }) => {
+          page++;
+          const findings = page === 2 ? [{ digest: DIGEST(5), problem: 'corrupt', detail: `bytes at sha256/55/${'5'.repeat(64)} hash to ${DIGEST(6)}` }] : [];
+          return {
+            examined: 500,
+            scrubbed: 250,
+            bytes: 250 * 4096,
+            missing: 0,
+            corrupt: findings.length,
+            findings,
+            awaitingRepair: findings.map((f) => f.digest),
+            nextCursor: input.afterBlobId + 500,
+            done: page >= 5,
+          };
+        },
+        checkScrubRepairs: (input: { digests: string[] }) => (++checks === 1 ? { repaired: [], waiting: input.digests, unrepairable: [] } : { repaired: input.digests, waiting: [], unrepairable: [] }),
+        scrubFinished: () => undefined,
+      };
+    })(),
+    start: (c) => start(c, 'scrubLocation', 'scrub/eu-west', { location: 'eu-west', sample: 0.5, rateBytesPerSecond: 1048576 }),
+  },
+  {
+    name: 'sweepOrphans',
+    activities: {
+      orphanGraceSeconds: () => 86400,
+      orphanSweepLocations: () => LOCATIONS,
+      sweepLocationOrphans: (input: { location: string }) => ({
+        location: input.location,
+        phase: 'done',
+        objectsListed: 10,
+        orphanObjects: input.location === 'us-east' ? 2 : 0,
+        orphanBytes: input.location === 'us-east' ? 4096 : 0,
+        multipartListed: 1,
+        orphanMultipart: 1,
+        sample: [],
+        lifecycleRule: 'unsupported',
+      }),
+    },
+    start: (c) => start(c, 'sweepOrphans', 'orphans/run', {}),
   },
   {
     name: 'reconcileMirror',
