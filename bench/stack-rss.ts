@@ -112,7 +112,8 @@ async function main(): Promise<void> {
   const s3Base = await freeRange(3, [...used, temporalPort, uiPort]);
   await ensureDatabase(dbUrl.toString());
 
-  const start = spawn(process.execPath, [path.join(DIST_DIR, 'scripts/start.js')], {
+  // As package.json's start script runs it.
+  const start = spawn(process.execPath, ['--max-semi-space-size=4', path.join(DIST_DIR, 'scripts/start.js')], {
     cwd: PROJECT_ROOT,
     env: {
       ...process.env,

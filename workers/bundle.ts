@@ -8,7 +8,7 @@ import { createHash } from 'node:crypto';
 import { existsSync, mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { bundleWorkflowCode, type WorkflowBundleOption } from '@temporalio/worker';
+import type { WorkflowBundleOption } from '@temporalio/worker';
 import { ConfigError } from '../config.ts';
 import { DIST_DIR } from '../devstack/tools.ts';
 
@@ -18,6 +18,10 @@ export const WORKFLOWS_PATH = fileURLToPath(new URL(`../workflows/index${path.ex
 export const DEFAULT_BUNDLE_PATH = path.join(DIST_DIR, 'workflow-bundle.js');
 
 export async function bundleWorkflows(): Promise<{ code: string }> {
+  // Loaded here, not with this module: `npm start` reads the bundle's id and path from this
+  // module and, compiled, never bundles — the worker SDK (native core, webpack) would only sit
+  // in its memory for as long as the stack runs.
+  const { bundleWorkflowCode } = await import('@temporalio/worker');
   return bundleWorkflowCode({ workflowsPath: WORKFLOWS_PATH, logger: quietLogger });
 }
 
