@@ -77,6 +77,14 @@ export interface Config {
   /** Key that signs registry bearer tokens. */
   tokenSigningKey: Buffer;
   tokenTtlSeconds: number;
+  /** Failed password logins before an account, or a client address, gets 429 for the rest of the
+   * window (auth/login-throttle.ts); 0 turns a limit off. */
+  loginMaxFailuresPerAccount: number;
+  loginMaxFailuresPerAddress: number;
+  loginFailureWindowSeconds: number;
+  /** Behind a reverse proxy: the client address is the last X-Forwarded-For entry (the one the
+   * proxy added), not the socket's peer. Off by default — a client could otherwise pick its own. */
+  trustProxy: boolean;
   /** Quay's REPO_MIRROR_ROLLBACK: the default of a mirror config's rollback_on_failure. */
   mirrorRollbackDefault: boolean;
   /** Upstream hosts (names or CIDRs) a mirror may reach although private or loopback (Quay's SSRF_ALLOWED_HOSTS). */
@@ -266,6 +274,10 @@ export function loadConfig(env: Env = process.env, opts: LoadOptions = {}): Conf
     ),
     tokenSigningKey: key(env, 'MERIDIAN_TOKEN_KEY', 32, requireKeys),
     tokenTtlSeconds: int(env, 'MERIDIAN_TOKEN_TTL_SECONDS', 300, 30, 86400),
+    loginMaxFailuresPerAccount: int(env, 'MERIDIAN_LOGIN_MAX_FAILURES_PER_ACCOUNT', 10, 0, 1_000_000),
+    loginMaxFailuresPerAddress: int(env, 'MERIDIAN_LOGIN_MAX_FAILURES_PER_ADDRESS', 100, 0, 1_000_000_000),
+    loginFailureWindowSeconds: int(env, 'MERIDIAN_LOGIN_FAILURE_WINDOW', 300, 1, 86400),
+    trustProxy: bool(env, 'MERIDIAN_TRUST_PROXY', false),
     mirrorRollbackDefault: bool(env, 'MERIDIAN_REPO_MIRROR_ROLLBACK', false),
     mirrorAllowedHosts: list(env, 'MERIDIAN_MIRROR_ALLOWED_HOSTS', []),
     mirrorTagParallelism: int(env, 'MERIDIAN_MIRROR_TAG_PARALLELISM', 4, 1, 64),

@@ -10,7 +10,9 @@ import { managementApi } from './v1/index.ts';
 import { v2Routes } from './v2/routes.ts';
 
 export function createApp(s: Services): Koa {
-  const app = new Koa({ proxy: false });
+  // Behind a trusted reverse proxy the client is the X-Forwarded-For entry that proxy appended
+  // (the last one: the others are whatever the client wrote); otherwise the socket's peer.
+  const app = new Koa({ proxy: s.config.trustProxy, maxIpsCount: 1 });
   app.silent = true;
   app.on('error', (err: Error & { status?: number; expose?: boolean }) => {
     if (err.status && err.status < 500) return;

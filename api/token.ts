@@ -6,7 +6,8 @@
 import type Koa from 'koa';
 import { eq } from 'drizzle-orm';
 import { z } from 'zod';
-import { AuthenticationError, authenticate, verifyCredentials } from '../auth/authenticate.ts';
+import { AuthenticationError, authenticate, presented, verifyLogin } from '../auth/authenticate.ts';
+import { LoginThrottledError } from '../auth/login-throttle.ts';
 import { repositoryAccess } from '../auth/permissions.ts';
 import type { Principal } from '../auth/principal.ts';
 import { type AccessEntry, issueRefreshToken, issueRegistryToken, parseScope, refreshTokenOwner } from '../auth/tokens.ts';
@@ -20,10 +21,15 @@ export const TOKEN_PATH = '/v2/auth';
 const MAX_FORM = 16 * 1024;
 const MAX_SCOPES = 32;
 
-function tokenError(ctx: Koa.Context, status: number, code: 'UNAUTHORIZED' | 'DENIED' | 'UNSUPPORTED', message: string): void {
+function tokenError(ctx: Koa.Context, status: number, code: 'UNAUTHORIZED' | 'DENIED' | 'UNSUPPORTED' | 'TOOMANYREQUESTS', message: string): void {
   ctx.status = status;
-  ctx.body = { errors: [{ code, message }], error: status === 401 ? 'invalid_grant' : 'invalid_request', error_description: message };
+  ctx.body = { errors: [{ code, message }], error: status === 401 ? 'invalid_grant' : status === 429 ? 'slow_down' : 'invalid_request', error_description: message };
   if (status === 401) ctx.set('WWW-Authenticate', 'Basic realm="meridian"');
+}
+
+function throttled(ctx: Koa.Context, e: LoginThrottledError): void {
+  ctx.set('Retry-After', String(e.retryAfterSeconds));
+  tokenError(ctx, 429, 'TOOMANYREQUESTS', e.message);
 }
 
 // `scope` may be repeated (docker sends one per repository) and holds space-separated scopes.
@@ -111,11 +117,12 @@ export function tokenRoutes(s: Services): Route[] {
         // Basic or nothing: a bearer token trading itself for a new one would let a stolen
         // short-lived token live forever (refresh tokens are the way to stay logged in).
         if (header && !/^Basic\s/i.test(header)) return tokenError(ctx, 401, 'UNAUTHORIZED', 'the token endpoint takes Basic credentials or none');
-        const auth = await authenticate(s, header, 'registry').catch((e: unknown) => {
-          if (e instanceof AuthenticationError) return undefined;
+        const auth = await authenticate(s, presented(ctx), 'registry').catch((e: unknown) => {
+          if (e instanceof AuthenticationError || e instanceof LoginThrottledError) return e;
           throw e;
         });
-        if (!auth) return tokenError(ctx, 401, 'UNAUTHORIZED', 'invalid username or password');
+        if (auth instanceof LoginThrottledError) return throttled(ctx, auth);
+        if (auth instanceof AuthenticationError) return tokenError(ctx, 401, 'UNAUTHORIZED', 'invalid username or password');
         await answer(s, ctx, auth.principal, query.scope, query.offline_token === 'true');
       },
     }),
@@ -129,7 +136,11 @@ export function tokenRoutes(s: Services): Route[] {
         let principal: Principal;
         let offline = form.access_type === 'offline';
         if (form.grant_type === 'password') {
-          const found = await verifyCredentials(s, form.username ?? '', form.password ?? '');
+          const found = await verifyLogin(s, { name: form.username ?? '', secret: form.password ?? '', address: ctx.ip }).catch((e: unknown) => {
+            if (e instanceof LoginThrottledError) return e;
+            throw e;
+          });
+          if (found instanceof LoginThrottledError) return throttled(ctx, found);
           if (!found) return tokenError(ctx, 401, 'UNAUTHORIZED', 'invalid username or password');
           principal = found;
         } else if (form.grant_type === 'refresh_token') {

@@ -2,7 +2,9 @@
 // `Authorization: Bearer` (a registry token from /v2/auth, or an API token), or nobody.
 // Argon2 is deliberately slow, and clients such as skopeo send Basic credentials on every
 // request, so successful verifications are remembered briefly in this process — keyed by a hash
-// of the credentials, never the credentials themselves.
+// of the credentials, never the credentials themselves. Password logins pass the login throttle
+// (login-throttle.ts) first, and an unknown or disabled account costs the same Argon2 verification
+// as a known one, so that neither speed nor answers tell which accounts exist.
 import { createHash, timingSafeEqual } from 'node:crypto';
 import { and, eq, gt, isNull, or } from 'drizzle-orm';
 import { namespaces, robots, tokens, users } from '../db/schema.ts';
@@ -10,7 +12,8 @@ import type { Services } from '../platform/services.ts';
 import type { AccessSnapshot } from './access-cache.ts';
 import { verifyRegistryTokenCached } from './access-cache.ts';
 import { robotByName, userByName } from './accounts.ts';
-import { tokenHash, verifyPassword } from './passwords.ts';
+import type { LoginAttempt } from './login-throttle.ts';
+import { hashPassword, tokenHash, verifyPassword } from './passwords.ts';
 import type { Principal } from './principal.ts';
 import type { TokenAccess } from './tokens.ts';
 
@@ -49,9 +52,17 @@ function userPrincipal(s: Services, user: { id: number; username: string }): Pri
   return { kind: 'user', userId: user.id, username: user.username, superuser: s.config.superusers.includes(user.username) };
 }
 
+// What an unknown, disabled or password-less account is verified against: same algorithm and
+// cost as real hashes, of a random password nobody knows.
+let dummyHash: Promise<string> | undefined;
+function unknownAccountHash(): Promise<string> {
+  dummyHash ??= hashPassword(createHash('sha256').update(String(Math.random())).update(String(process.hrtime.bigint())).digest('base64'));
+  return dummyHash;
+}
+
 /** Verifies a user's password or a robot's token. Null when they do not match. With a snapshot,
  * the account rows are read once per access version (see access-cache.ts). */
-export async function verifyCredentials(s: Services, name: string, secret: string, snap?: AccessSnapshot): Promise<Principal | null> {
+async function verifyCredentials(s: Services, name: string, secret: string, snap?: AccessSnapshot): Promise<Principal | null> {
   if (name === '' || name.length > 512 || secret === '' || secret.length > 1024) return null;
   if (name.includes('+')) {
     // Robot tokens are long random strings: a SHA-256 lookup is fast, no cache needed.
@@ -60,7 +71,10 @@ export async function verifyCredentials(s: Services, name: string, secret: strin
     return { kind: 'robot', robotId: robot.id, name: `${robot.namespaceName}+${robot.shortName}`, namespaceId: robot.namespaceId };
   }
   const user = await (snap ? snap.memo(`user:${name}`, () => userByName(s.db, name)) : userByName(s.db, name));
-  if (!user?.enabled || !user.passwordHash) return null;
+  if (!user?.enabled || !user.passwordHash) {
+    await verifyPassword(await unknownAccountHash(), secret);
+    return null;
+  }
   const key = cacheKey(name, secret);
   const hit = basicCache.get(key);
   if (hit && hit.expires > Date.now() && sameHash(hit.storedHash, user.passwordHash)) return userPrincipal(s, user);
@@ -71,6 +85,29 @@ export async function verifyCredentials(s: Services, name: string, secret: strin
   if (basicCache.size >= CACHE_MAX) basicCache.delete(basicCache.keys().next().value!);
   basicCache.set(key, { storedHash: user.passwordHash, expires: Date.now() + CACHE_TTL_MS });
   return userPrincipal(s, user);
+}
+
+/** A password (or robot token) login: throttled per account and address (LoginThrottledError
+ * when over the limit), counted when it fails. Null when the credentials do not match. */
+export async function verifyLogin(s: Services, attempt: LoginAttempt & { secret: string }, snap?: AccessSnapshot): Promise<Principal | null> {
+  const failures = await s.loginThrottle.check(attempt);
+  const principal = await verifyCredentials(s, attempt.name, attempt.secret, snap);
+  if (principal) await s.loginThrottle.succeeded(attempt, failures);
+  else await s.loginThrottle.failed(attempt);
+  return principal;
+}
+
+/** What a request presents: its Authorization header, and the client address logins are
+ * throttled by. A Koa context is one. */
+export interface Presented {
+  /** The Authorization header; absent or empty means none. */
+  authorization?: string;
+  address: string;
+}
+
+/** The credentials a Koa request presents. */
+export function presented(ctx: { get(field: string): string; ip: string }): Presented {
+  return { authorization: ctx.get('Authorization') || undefined, address: ctx.ip };
 }
 
 /** Forgets cached verifications (tests). */
@@ -128,15 +165,17 @@ async function currentPrincipal(s: Services, p: Principal, snap?: AccessSnapshot
 /**
  * Authenticates an Authorization header. `bearer` says what a Bearer token may be here: registry
  * tokens on /v2, API tokens on /api/v1. Throws AuthenticationError for credentials that are
- * present but wrong; no header is the anonymous principal.
+ * present but wrong, LoginThrottledError when a password login is over its limit; no header is
+ * the anonymous principal.
  */
-export async function authenticate(s: Services, header: string | undefined, bearer: 'registry' | 'api', snap?: AccessSnapshot): Promise<Authenticated> {
+export async function authenticate(s: Services, req: Presented, bearer: 'registry' | 'api', snap?: AccessSnapshot): Promise<Authenticated> {
+  const header = req.authorization;
   if (!header) return { principal: { kind: 'anonymous' }, via: 'none' };
   if (header.length > 8192) throw new AuthenticationError('Authorization header too large');
   if (/^Basic\s/i.test(header)) {
     const creds = parseBasic(header);
     if (!creds) throw new AuthenticationError('malformed Basic credentials');
-    const principal = await verifyCredentials(s, creds.name, creds.secret, snap);
+    const principal = await verifyLogin(s, { ...creds, address: req.address }, snap);
     if (!principal) throw new AuthenticationError('invalid username or password');
     return { principal, via: 'basic' };
   }

@@ -5,11 +5,11 @@
 // naming the realm (our token endpoint), the service and the scope — how docker, podman, skopeo
 // and crane discover that they must fetch a token. An authenticated principal that is simply not
 // allowed gets 403 DENIED; a write to a mirror repository gets DENIED saying so.
-import type { IncomingHttpHeaders } from 'node:http';
 import { OciError } from '../api/v2/errors.ts';
 import type { Services } from '../platform/services.ts';
 import { accessSnapshot } from './access-cache.ts';
-import { AuthenticationError, authenticate } from './authenticate.ts';
+import { AuthenticationError, authenticate, type Presented } from './authenticate.ts';
+import { LoginThrottledError } from './login-throttle.ts';
 import { repositoryAccess, visibleRepositoryNames } from './permissions.ts';
 import type { Repository } from '../registry/repositories.ts';
 import type { Principal, RepoAction } from './principal.ts';
@@ -35,6 +35,11 @@ function unauthorized(s: Services, message: string, scope: string | undefined, e
   return new OciError('UNAUTHORIZED', message, undefined, 401, { 'WWW-Authenticate': challenge(s, scope, error) });
 }
 
+/** 429 TOOMANYREQUESTS for a throttled login, with when to try again. */
+export function tooManyLogins(e: LoginThrottledError): OciError {
+  return new OciError('TOOMANYREQUESTS', e.message, undefined, 429, { 'Retry-After': String(e.retryAfterSeconds) });
+}
+
 /** A 401 asking the client for a token covering every one of `scopes` (Docker puts several in
  * one `scope` parameter, space separated) — e.g. a mount's target and source repositories. */
 export function insufficientScope(s: Services, scopes: string[]): OciError {
@@ -58,8 +63,8 @@ export function isInsufficientScope(e: unknown): boolean {
  * version in the same transaction), so a revoked grant, a deleted robot or a repository switched
  * to MIRROR takes effect on the next request rather than when the token expires.
  */
-export async function authorizeV2(s: Services, headers: IncomingHttpHeaders, req: V2AccessRequest): Promise<Principal> {
-  return (await authorizeV2Repository(s, headers, req)).principal;
+export async function authorizeV2(s: Services, client: Presented, req: V2AccessRequest): Promise<Principal> {
+  return (await authorizeV2Repository(s, client, req)).principal;
 }
 
 /** authorizeV2, also handing back the repository it looked up (undefined when it does not exist
@@ -67,17 +72,18 @@ export async function authorizeV2(s: Services, headers: IncomingHttpHeaders, req
  * `accessVersion`: the access version the caller read for this request (otherwise read here). */
 export async function authorizeV2Repository(
   s: Services,
-  headers: IncomingHttpHeaders,
+  client: Presented,
   req: V2AccessRequest,
   accessVersion?: bigint,
 ): Promise<{ principal: Principal; repo: Repository | undefined }> {
   const scope = req.catalog ? 'registry:catalog:*' : req.repository ? formatScope('repository', req.repository, req.actions) : undefined;
-  const header = typeof headers.authorization === 'string' && headers.authorization !== '' ? headers.authorization : undefined;
+  const header = client.authorization;
   const snap = await accessSnapshot(s.sql, accessVersion);
   let auth;
   try {
-    auth = await authenticate(s, header, 'registry', snap);
+    auth = await authenticate(s, client, 'registry', snap);
   } catch (e) {
+    if (e instanceof LoginThrottledError) throw tooManyLogins(e);
     if (e instanceof AuthenticationError) throw unauthorized(s, e.message, scope, /^Bearer\s/i.test(header ?? '') ? 'invalid_token' : undefined);
     throw e;
   }

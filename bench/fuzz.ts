@@ -361,7 +361,10 @@ async function main(): Promise<void> {
   const eph = await startEphemeralStack({ name: 'fuzz' });
   const target: FuzzTarget = { username: 'fuzzer', password: 'fuzz-password-1', repository: 'fuzzer/target' };
   try {
-    const config = loadConfig(eph.env({ PORT: '0', HOST: '127.0.0.1', LOG_LEVEL: 'fatal', MERIDIAN_SUPERUSERS: 'fuzzer' }));
+    // Junk credentials from one address would soon throttle every login (429) and hide the
+    // handlers behind it: the per-address limit is off here (test/security-throttle.test.ts
+    // covers it).
+    const config = loadConfig(eph.env({ PORT: '0', HOST: '127.0.0.1', LOG_LEVEL: 'fatal', MERIDIAN_SUPERUSERS: 'fuzzer', MERIDIAN_LOGIN_MAX_FAILURES_PER_ADDRESS: '0' }));
     const api = await startApi(config);
     try {
       await api.services.db.transaction((tx) => createUser(tx, { username: target.username, password: target.password }));

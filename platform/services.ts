@@ -4,6 +4,7 @@ import type { Redis } from 'ioredis';
 import type { Config } from '../config.ts';
 import { connectDatabase, type DbHandle } from '../db/client.ts';
 import type { PlacementDeps } from '../registry/placement.ts';
+import { LoginThrottle } from '../auth/login-throttle.ts';
 import { SecretBox } from '../security/secretbox.ts';
 import { LocationHealth } from '../storage/health.ts';
 import { LocationRegistry } from '../storage/locations.ts';
@@ -25,6 +26,8 @@ export interface Services {
    * built once here and handed to uploads, the blob server and replication. */
   placement: PlacementDeps;
   secrets: SecretBox;
+  /** Failed-login counts shared through Redis (429 for accounts and addresses over the limit). */
+  loginThrottle: LoginThrottle;
   logger: Logger;
   metrics: { process: ProcessMetrics; replication: ReplicationMetrics };
   close(): Promise<void>;
@@ -50,6 +53,11 @@ export function createServices(config: Config, name: string): Services {
     health,
     placement: { locations, health, preference: config.storagePreference },
     secrets,
+    loginThrottle: new LoginThrottle(
+      redis,
+      { maxFailuresPerAccount: config.loginMaxFailuresPerAccount, maxFailuresPerAddress: config.loginMaxFailuresPerAddress, windowSeconds: config.loginFailureWindowSeconds },
+      (e) => logger.warn({ err: e.message }, 'login throttle unavailable (Redis); logins are not throttled meanwhile'),
+    ),
     logger,
     metrics: { process: new ProcessMetrics(), replication: new ReplicationMetrics(redis) },
     async close() {

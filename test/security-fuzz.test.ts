@@ -14,8 +14,9 @@ describe('hostile input', () => {
   const basic = (s: string) => `Basic ${Buffer.from(s, 'utf8').toString('base64')}`;
 
   beforeAll(async () => {
-    // The fuzzing user is a superuser, so requests reach the handlers behind the access checks.
-    api = await startTestApi({ MERIDIAN_SUPERUSERS: target.username, LOG_LEVEL: 'fatal' });
+    // The fuzzing user is a superuser, so requests reach the handlers behind the access checks;
+    // junk credentials must not throttle its logins (429) and hide those handlers.
+    api = await startTestApi({ MERIDIAN_SUPERUSERS: target.username, LOG_LEVEL: 'fatal', MERIDIAN_LOGIN_MAX_FAILURES_PER_ADDRESS: '0' });
     target.repository = `${target.username}/target`;
     await api.services.db.transaction((tx) => createUser(tx, { username: target.username, password: target.password }));
     await createRepository(api.services.db, { fullName: target.repository });

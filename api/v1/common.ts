@@ -1,7 +1,8 @@
 // What every /api/v1 endpoint needs: Quay-style problem+json errors, the caller's identity
 // (Basic, or an API token as Bearer), and the common authorization checks (routes' access steps).
 import type Koa from 'koa';
-import { AuthenticationError, authenticate } from '../../auth/authenticate.ts';
+import { AuthenticationError, authenticate, presented } from '../../auth/authenticate.ts';
+import { LoginThrottledError } from '../../auth/login-throttle.ts';
 import { isNamespaceAdmin, repositoryRole } from '../../auth/permissions.ts';
 import type { Principal } from '../../auth/principal.ts';
 import { DomainError, type ErrorKind, STATUS_OF_KIND } from '../../platform/errors.ts';
@@ -9,13 +10,14 @@ import type { Services } from '../../platform/services.ts';
 import { InputError, MethodNotAllowedError, RouteNotFoundError } from '../router.ts';
 import { findRepository, type Repository } from '../../registry/repositories.ts';
 
-export type ErrorType = 'invalid_request' | 'not_found' | 'conflict' | 'unauthorized' | 'insufficient_scope' | 'unavailable' | 'internal_error';
+export type ErrorType = 'invalid_request' | 'not_found' | 'conflict' | 'unauthorized' | 'insufficient_scope' | 'too_many_requests' | 'unavailable' | 'internal_error';
 
 export class ApiError extends Error {
   constructor(
     readonly status: number,
     readonly errorType: ErrorType,
     message: string,
+    readonly headers: Record<string, string> = {},
   ) {
     super(message);
     this.name = 'ApiError';
@@ -37,14 +39,16 @@ export function problem(ctx: Koa.Context, s: Services, e: ApiError): void {
     message: e.message,
   });
   if (e.status === 401) ctx.set('WWW-Authenticate', 'Basic realm="meridian"');
+  for (const [k, v] of Object.entries(e.headers)) ctx.set(k, v);
 }
 
 /** The caller, anonymous when there are no credentials; 401 for wrong ones. */
 export async function optionalCaller(s: Services, ctx: Koa.Context): Promise<Principal> {
   try {
-    return (await authenticate(s, ctx.get('Authorization') || undefined, 'api')).principal;
+    return (await authenticate(s, presented(ctx), 'api')).principal;
   } catch (e) {
     if (e instanceof AuthenticationError) throw new ApiError(401, 'unauthorized', e.message);
+    if (e instanceof LoginThrottledError) throw new ApiError(429, 'too_many_requests', e.message, { 'Retry-After': String(e.retryAfterSeconds) });
     throw e;
   }
 }

@@ -3,6 +3,7 @@
 // before the handler runs and before any body is read.
 import type Koa from 'koa';
 import { z } from 'zod';
+import { presented } from '../../auth/authenticate.ts';
 import { grantCreatorAdmin } from '../../auth/permissions.ts';
 import { authorizeV2, authorizeV2Repository } from '../../auth/v2-access.ts';
 import type { Principal, RepoAction } from '../../auth/principal.ts';
@@ -81,7 +82,7 @@ function repoRoute(s: Services, spec: RepoRoute): Route {
     access: async (ctx, { params }) => {
       const repository = params.name!;
       const versions = await readCacheVersions(s.sql);
-      const authorized = await authorizeV2Repository(s, ctx.headers, { repository, actions: spec.actions }, versions.access);
+      const authorized = await authorizeV2Repository(s, presented(ctx), { repository, actions: spec.actions }, versions.access);
       let repo = authorized.repo;
       if (!repo && spec.creates) {
         // authorizeV2 granted push, so the principal may create repositories in this namespace;
@@ -114,7 +115,7 @@ export function v2RouteTable(s: Services): Route[] {
     route({
       method: 'GET',
       path: '/v2{/}',
-      access: (ctx) => authorizeV2(s, ctx.headers, { actions: [] }),
+      access: (ctx) => authorizeV2(s, presented(ctx), { actions: [] }),
       handler: (ctx) => {
         ctx.status = 200;
         ctx.body = ctx.method === 'HEAD' ? null : {};
@@ -124,7 +125,7 @@ export function v2RouteTable(s: Services): Route[] {
       method: 'GET',
       path: '/v2/_catalog',
       query: page,
-      access: (ctx) => authorizeV2(s, ctx.headers, { actions: [], catalog: true }),
+      access: (ctx) => authorizeV2(s, presented(ctx), { actions: [], catalog: true }),
       handler: (ctx, { access: principal }) => catalog(s, ctx, principal),
     }),
     ...tokenRoutes(s),

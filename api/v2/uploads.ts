@@ -1,5 +1,6 @@
 // Blob upload routes: POST (start, monolithic, mount), PATCH (chunk), PUT (finish), GET (status),
 // DELETE (cancel).
+import { presented } from '../../auth/authenticate.ts';
 import { authorizeV2, insufficientScope, isInsufficientScope } from '../../auth/v2-access.ts';
 import type { Principal } from '../../auth/principal.ts';
 import { linkBlob, linkedBlob } from '../../registry/blobs.ts';
@@ -92,7 +93,7 @@ async function tryMount(r: V2Request, digest: string, from: string | undefined):
   if (await linkedBlob(r.s.db, r.repo.id, digest)) return true;
   if (!from || !isRepositoryName(from)) return false;
   try {
-    await authorizeV2(r.s, r.ctx.headers, { repository: from, actions: ['pull'] });
+    await authorizeV2(r.s, presented(r.ctx), { repository: from, actions: ['pull'] });
   } catch (e) {
     // The caller may pull the source but its token does not say so: as the distribution
     // registry does, ask for a token covering both repositories, and the client retries.
