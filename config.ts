@@ -85,6 +85,15 @@ export interface Config {
   /** Behind a reverse proxy: the client address is the last X-Forwarded-For entry (the one the
    * proxy added), not the socket's peer. Off by default — a client could otherwise pick its own. */
   trustProxy: boolean;
+  /** Longest a request may take to arrive, body included (a client trickling a body does not hold
+   * a socket for ever); a blob upload must fit in it. */
+  requestTimeoutSeconds: number;
+  /** A socket with no traffic for this long is closed. */
+  idleTimeoutSeconds: number;
+  /** Bearer token GET /metrics requires; open when absent (see metricsAddress). */
+  metricsToken: string | undefined;
+  /** host:port of a separate listener serving only /metrics (and not the main port). */
+  metricsAddress: string | undefined;
   /** Quay's REPO_MIRROR_ROLLBACK: the default of a mirror config's rollback_on_failure. */
   mirrorRollbackDefault: boolean;
   /** Upstream hosts (names or CIDRs) a mirror may reach although private or loopback (Quay's SSRF_ALLOWED_HOSTS). */
@@ -212,6 +221,13 @@ function temporalSettings(env: Env): TemporalSettings {
   };
 }
 
+function metricsToken(env: Env): string | undefined {
+  const raw = env.MERIDIAN_METRICS_TOKEN;
+  if (raw === undefined || raw === '') return undefined;
+  if (raw.length < 16 || !/^[\x21-\x7e]+$/.test(raw)) throw new ConfigError('MERIDIAN_METRICS_TOKEN', 'must be at least 16 printable characters without spaces');
+  return raw;
+}
+
 export const LOCATION_NAME = /^[a-z0-9][a-z0-9-]{0,62}$/;
 
 function list(env: Env, name: string, fallback: string[]): string[] {
@@ -278,6 +294,10 @@ export function loadConfig(env: Env = process.env, opts: LoadOptions = {}): Conf
     loginMaxFailuresPerAddress: int(env, 'MERIDIAN_LOGIN_MAX_FAILURES_PER_ADDRESS', 100, 0, 1_000_000_000),
     loginFailureWindowSeconds: int(env, 'MERIDIAN_LOGIN_FAILURE_WINDOW', 300, 1, 86400),
     trustProxy: bool(env, 'MERIDIAN_TRUST_PROXY', false),
+    requestTimeoutSeconds: int(env, 'MERIDIAN_REQUEST_TIMEOUT', 3600, 1, 7 * 86400),
+    idleTimeoutSeconds: int(env, 'MERIDIAN_IDLE_TIMEOUT', 120, 1, 86400),
+    metricsToken: metricsToken(env),
+    metricsAddress: env.MERIDIAN_METRICS_ADDRESS ? hostPort(env, 'MERIDIAN_METRICS_ADDRESS', '') : undefined,
     mirrorRollbackDefault: bool(env, 'MERIDIAN_REPO_MIRROR_ROLLBACK', false),
     mirrorAllowedHosts: list(env, 'MERIDIAN_MIRROR_ALLOWED_HOSTS', []),
     mirrorTagParallelism: int(env, 'MERIDIAN_MIRROR_TAG_PARALLELISM', 4, 1, 64),

@@ -6,6 +6,7 @@ import { ApplicationFailure, Context } from '@temporalio/activity';
 import { MIRROR_FAILURES, type MirrorEvent, type MirrorNotificationInput, type MirrorSettings } from '../contract/mirror.ts';
 import type { Services } from '../platform/services.ts';
 import { passwordContext } from '../mirror/config.ts';
+import { openProxySettings } from '../mirror/proxy-secrets.ts';
 import { BlobFlights, copyTag, type TagResult } from '../mirror/copy.ts';
 import { TagFilter } from '../mirror/globs.ts';
 import { parseReference, UpstreamHostPolicy } from '../mirror/reference.ts';
@@ -79,7 +80,7 @@ export function createMirrorActivities(s: Services) {
         username: ctx.config.username,
         password,
         verifyTls: ctx.config.verifyTls,
-        proxy: ctx.config.proxy,
+        proxy: openProxySettings(s.secrets, ctx.config.repositoryId, ctx.config.proxy),
         policy: policy(),
         limiter: upstreamSemaphore(s.redis, reference.apiAuthority.toLowerCase(), s.config.mirrorUpstreamConcurrency, log),
       });

@@ -3,9 +3,9 @@
 // own error style. Handlers parse and answer; domain modules decide.
 import Koa from 'koa';
 import type { Services } from '../platform/services.ts';
-import { healthApi, plainErrors } from './health.ts';
-import { metricsRoutes } from './metrics.ts';
-import { router } from './router.ts';
+import { healthApi } from './health.ts';
+import { isClientAbort } from './router.ts';
+import { metricsApi } from './metrics.ts';
 import { managementApi } from './v1/index.ts';
 import { v2Routes } from './v2/routes.ts';
 
@@ -16,6 +16,8 @@ export function createApp(s: Services): Koa {
   app.silent = true;
   app.on('error', (err: Error & { status?: number; expose?: boolean }) => {
     if (err.status && err.status < 500) return;
+    // A client that went away or timed out (MERIDIAN_REQUEST_TIMEOUT) is no server failure.
+    if (isClientAbort(err)) return;
     s.logger.error({ err }, 'unhandled error');
   });
   app.use(async (ctx, next) => {
@@ -28,7 +30,8 @@ export function createApp(s: Services): Koa {
   });
   // The prefixes are disjoint, so the order below does not matter.
   app.use(healthApi(s));
-  app.use(router(metricsRoutes(s), { prefix: '/metrics', errors: plainErrors(s) }));
+  // With a metrics listener of its own, the API's port does not serve them (404).
+  if (!s.config.metricsAddress) app.use(metricsApi(s));
   app.use(v2Routes(s));
   app.use(managementApi(s));
   return app;

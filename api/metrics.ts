@@ -1,5 +1,12 @@
 // GET /metrics: Prometheus text. This process's metrics, the cluster-wide replication counters
-// kept in Redis, and gauges read at scrape time (location health, outbox depth).
+// kept in Redis, and gauges read at scrape time (location health, outbox depth). What it shows
+// (locations, regions, traffic) is not for everyone: MERIDIAN_METRICS_TOKEN makes it require
+// `Authorization: Bearer <token>`, and MERIDIAN_METRICS_ADDRESS serves it on a separate listener
+// (an address only the scraper reaches) instead of the API's port.
+import { timingSafeEqual } from 'node:crypto';
+import Koa from 'koa';
+import { plainErrors } from './health.ts';
+import { router } from './router.ts';
 import { outboxDepth } from '../platform/outbox.ts';
 import type { Services } from '../platform/services.ts';
 import { route, type Route } from './router.ts';
@@ -25,11 +32,33 @@ async function gauges(s: Services): Promise<string> {
   return lines.join('\n') + '\n';
 }
 
+class MetricsUnauthorized extends Error {
+  readonly status = 401;
+  constructor() {
+    super('a bearer token is required (MERIDIAN_METRICS_TOKEN)');
+  }
+}
+
+function bearerMatches(header: string, token: string): boolean {
+  const m = /^Bearer\s+(\S+)\s*$/i.exec(header);
+  if (!m) return false;
+  const a = Buffer.from(m[1]!);
+  const b = Buffer.from(token);
+  return a.length === b.length && timingSafeEqual(a, b);
+}
+
 export function metricsRoutes(s: Services): Route[] {
   return [
     route({
       method: 'GET',
       path: '/metrics',
+      access: async (ctx) => {
+        const token = s.config.metricsToken;
+        if (token && !bearerMatches(ctx.get('Authorization'), token)) {
+          ctx.set('WWW-Authenticate', 'Bearer realm="metrics"');
+          throw new MetricsUnauthorized();
+        }
+      },
       handler: async (ctx) => {
         const parts = await Promise.all([
           s.metrics.process.registry.metrics(),
@@ -41,4 +70,17 @@ export function metricsRoutes(s: Services): Route[] {
       },
     }),
   ];
+}
+
+/** The /metrics middleware (for the API's app, or a listener of its own). */
+export function metricsApi(s: Services): Koa.Middleware {
+  return router(metricsRoutes(s), { prefix: '/metrics', errors: plainErrors(s) });
+}
+
+/** The app of the separate metrics listener (MERIDIAN_METRICS_ADDRESS): /metrics and nothing else. */
+export function createMetricsApp(s: Services): Koa {
+  const app = new Koa();
+  app.silent = true;
+  app.use(metricsApi(s));
+  return app;
 }

@@ -233,6 +233,13 @@ export async function readForm(ctx: Koa.Context, limit: number): Promise<Record<
   return out;
 }
 
+/** The client went away (or its request timed out) while we read its body: nobody to answer,
+ * nothing to log as a failure. */
+export function isClientAbort(e: unknown): boolean {
+  const code = (e as NodeJS.ErrnoException)?.code;
+  return code === 'ECONNRESET' || code === 'ERR_STREAM_PREMATURE_CLOSE' || code === 'ERR_HTTP_REQUEST_TIMEOUT' || (e as Error)?.message === 'aborted';
+}
+
 /**
  * The route for a path and method. Candidates are the routes whose pattern matches, most specific
  * first; a candidate counts only when its path parameters are valid, so `alice/mirror` (a

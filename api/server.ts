@@ -7,9 +7,12 @@ import { startHealthProber } from '../platform/health-prober.ts';
 import { createServices, type Services } from '../platform/services.ts';
 import { unknownPreferredLocations } from '../storage/locations.ts';
 import { createApp } from './app.ts';
+import { createMetricsApp } from './metrics.ts';
 
 export interface RunningApi {
   server: Server;
+  /** The separate metrics listener's URL (MERIDIAN_METRICS_ADDRESS), when there is one. */
+  metricsUrl?: string;
   services: Services;
   url: string;
   close(): Promise<void>;
@@ -38,36 +41,63 @@ export async function startApi(config: Config, services?: Services, opts: ApiOpt
     throw e;
   }
   const app = createApp(s);
-  const server = createServer({ maxHeaderSize: 16 * 1024 }, app.callback());
-  // Blob uploads stream for as long as the client sends; idle sockets are what we time out.
-  server.requestTimeout = 0;
-  server.headersTimeout = 30_000;
+  // Requests are checked against their deadlines every few seconds (Node's default is 30 s).
+  const server = createServer({ maxHeaderSize: 16 * 1024, connectionsCheckingInterval: 2_000 }, app.callback());
+  // A request must arrive whole, body included, within MERIDIAN_REQUEST_TIMEOUT (a blob upload
+  // must fit in it; a client trickling a body does not keep the socket for ever), its headers
+  // within 30 s; a socket silent for MERIDIAN_IDLE_TIMEOUT is closed.
+  server.requestTimeout = s.config.requestTimeoutSeconds * 1000;
+  server.headersTimeout = Math.min(30_000, server.requestTimeout);
   server.keepAliveTimeout = 65_000;
-  await new Promise<void>((resolve, reject) => {
-    server.once('error', reject);
-    server.listen(config.port, config.host, () => {
-      server.off('error', reject);
-      resolve();
+  server.timeout = s.config.idleTimeoutSeconds * 1000;
+  const listen = (srv: Server, port: number, host: string) =>
+    new Promise<void>((resolve, reject) => {
+      srv.once('error', reject);
+      srv.listen(port, host, () => {
+        srv.off('error', reject);
+        resolve();
+      });
     });
-  }).catch(async (e) => {
+  let metricsServer: Server | undefined;
+  try {
+    await listen(server, config.port, config.host);
+    if (config.metricsAddress) {
+      const i = config.metricsAddress.lastIndexOf(':');
+      metricsServer = createServer({ maxHeaderSize: 16 * 1024 }, createMetricsApp(s).callback());
+      metricsServer.requestTimeout = 30_000;
+      await listen(metricsServer, Number(config.metricsAddress.slice(i + 1)), config.metricsAddress.slice(0, i).replace(/^\[|\]$/g, ''));
+    }
+  } catch (e) {
+    server.close();
     if (!services) await s.close();
     throw e;
-  });
+  }
+  if (!config.metricsAddress && !config.metricsToken && !/^(127\.|::1$|localhost$)/.test(config.host)) {
+    s.logger.warn('GET /metrics is open to anyone who reaches the API: set MERIDIAN_METRICS_TOKEN or MERIDIAN_METRICS_ADDRESS');
+  }
   const prober = opts.healthProber === false ? undefined : startHealthProber(s);
   const addr = server.address();
   const port = typeof addr === 'object' && addr ? addr.port : config.port;
   // Listening on port 0 (tests): links we hand out must name the port we really got.
   if (config.port === 0 && !process.env.MERIDIAN_PUBLIC_URL) s.config.publicUrl = `http://${config.host}:${port}`;
+  const metricsAddr = metricsServer?.address();
   return {
     server,
     services: s,
     url: `http://${config.host}:${port}`,
+    ...(metricsAddr && typeof metricsAddr === 'object' ? { metricsUrl: `http://${metricsAddr.family === 'IPv6' ? `[${metricsAddr.address}]` : metricsAddr.address}:${metricsAddr.port}` } : {}),
     async close() {
       prober?.stop();
-      await new Promise<void>((resolve) => {
-        server.close(() => resolve());
-        server.closeIdleConnections();
-      });
+      await Promise.all(
+        [server, metricsServer].map(
+          (srv) =>
+            srv &&
+            new Promise<void>((resolve) => {
+              srv.close(() => resolve());
+              srv.closeIdleConnections();
+            }),
+        ),
+      );
       if (!services) await s.close();
     },
   };

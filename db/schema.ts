@@ -359,7 +359,14 @@ export const mirrorConfigs = pgTable(
     robotId: ref('robot_id').references(() => robots.id, { onDelete: 'set null' }),
     verifyTls: boolean('verify_tls').notNull().default(true),
     unsignedImages: boolean('unsigned_images').notNull().default(false),
-    proxy: jsonb('proxy').$type<{ http_proxy?: string | null; https_proxy?: string | null; no_proxy?: string | null }>(),
+    // Proxy URLs without their passwords, which are sealed beside them (mirror/proxy-secrets.ts).
+    proxy: jsonb('proxy').$type<{
+      http_proxy?: string | null;
+      https_proxy?: string | null;
+      no_proxy?: string | null;
+      http_proxy_password_enc?: string | null;
+      https_proxy_password_enc?: string | null;
+    }>(),
     rollbackOnFailure: boolean('rollback_on_failure').notNull(),
     syncStatus: text('sync_status', { enum: ['NEVER_RUN', 'SYNC_NOW', 'SYNCING', 'SUCCESS', 'FAIL', 'CANCEL'] })
       .notNull()

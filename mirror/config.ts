@@ -14,6 +14,7 @@ import type { Repository } from '../registry/repositories.ts';
 import type { SecretBox } from '../security/secretbox.ts';
 import { reconcileMirrorWorkflow } from '../contract/mirror.ts';
 import { invalidGlobs } from './globs.ts';
+import { maskedProxySettings, sealProxySettings } from './proxy-secrets.ts';
 import { EgressRefused, parseReference, ReferenceError, UpstreamHostPolicy } from './reference.ts';
 
 export type MirrorConfigRow = typeof mirrorConfigs.$inferSelect;
@@ -253,7 +254,7 @@ export async function createMirrorConfig(d: MirrorDeps, repo: Repository, body: 
         robotId,
         verifyTls: input.verifyTls ?? true,
         unsignedImages: input.unsignedImages ?? false,
-        proxy: input.proxy ?? null,
+        proxy: input.proxy ? sealProxySettings(d.secrets, repo.id, null, input.proxy) : null,
         rollbackOnFailure: input.rollbackOnFailure ?? d.config.mirrorRollbackDefault,
       })
       .returning();
@@ -302,7 +303,7 @@ export async function updateMirrorConfig(d: MirrorDeps, repo: Repository, body: 
     }
     if (input.verifyTls !== undefined) changes.verifyTls = input.verifyTls;
     if (input.unsignedImages !== undefined) changes.unsignedImages = input.unsignedImages;
-    if (input.proxy !== undefined) changes.proxy = { ...(current.proxy ?? {}), ...input.proxy };
+    if (input.proxy !== undefined) changes.proxy = sealProxySettings(d.secrets, repo.id, current.proxy, input.proxy);
     if (input.tagGlobs !== undefined) changes.tagGlobs = input.tagGlobs;
     if (input.rollbackOnFailure !== undefined) changes.rollbackOnFailure = input.rollbackOnFailure;
     const [row] = await tx
@@ -387,7 +388,7 @@ export async function mirrorConfigView(db: DbOrTx, row: MirrorConfigRow): Promis
     external_registry_config: {
       verify_tls: row.verifyTls,
       unsigned_images: row.unsignedImages,
-      proxy: { http_proxy: row.proxy?.http_proxy ?? null, https_proxy: row.proxy?.https_proxy ?? null, no_proxy: row.proxy?.no_proxy ?? null },
+      proxy: maskedProxySettings(row.proxy),
     },
     sync_interval: row.syncInterval,
     sync_start_date: formatQuayDate(row.syncStartDate)!,

@@ -1,4 +1,4 @@
-// Re-sealing the mirror's secrets (upstream passwords, webhook signing secrets) with the current
+// Re-sealing the mirror's secrets (upstream and proxy passwords, webhook signing secrets) with the current
 // MERIDIAN_SECRET_KEY: the mirror part of `meridian secrets rotate`. Run it while the old key is
 // still in MERIDIAN_SECRET_KEY_PREVIOUS; afterwards the old key can be dropped.
 import { eq, isNotNull } from 'drizzle-orm';
@@ -6,17 +6,20 @@ import type { DbOrTx } from '../db/client.ts';
 import { mirrorConfigs, webhookSubscriptions } from '../db/schema.ts';
 import type { SecretBox } from '../security/secretbox.ts';
 import { passwordContext } from './config.ts';
+import { resealProxySettings } from './proxy-secrets.ts';
 import { secretContext } from './webhooks.ts';
 
 export interface ResealResult {
   mirrorPasswords: number;
+  /** Mirrors whose proxy passwords were re-sealed. */
+  proxyPasswords: number;
   webhookSecrets: number;
   /** Rows whose secret opens with no configured key (left as they are; re-enter them). */
   failed: string[];
 }
 
 export async function resealMirrorSecrets(db: DbOrTx, secrets: SecretBox): Promise<ResealResult> {
-  const result: ResealResult = { mirrorPasswords: 0, webhookSecrets: 0, failed: [] };
+  const result: ResealResult = { mirrorPasswords: 0, proxyPasswords: 0, webhookSecrets: 0, failed: [] };
   const configs = await db
     .select({ id: mirrorConfigs.id, repositoryId: mirrorConfigs.repositoryId, enc: mirrorConfigs.passwordEnc })
     .from(mirrorConfigs)
@@ -29,6 +32,17 @@ export async function resealMirrorSecrets(db: DbOrTx, secrets: SecretBox): Promi
       result.mirrorPasswords++;
     } catch {
       result.failed.push(`mirror_configs ${c.id}`);
+    }
+  }
+  const proxied = await db.select({ id: mirrorConfigs.id, repositoryId: mirrorConfigs.repositoryId, proxy: mirrorConfigs.proxy }).from(mirrorConfigs).where(isNotNull(mirrorConfigs.proxy));
+  for (const c of proxied) {
+    try {
+      const resealed = c.proxy && resealProxySettings(secrets, c.repositoryId, c.proxy);
+      if (!resealed) continue;
+      await db.update(mirrorConfigs).set({ proxy: resealed }).where(eq(mirrorConfigs.id, c.id));
+      result.proxyPasswords++;
+    } catch {
+      result.failed.push(`mirror_configs ${c.id} proxy`);
     }
   }
   const subs = await db.select({ id: webhookSubscriptions.id, enc: webhookSubscriptions.secretEnc }).from(webhookSubscriptions);

@@ -1,5 +1,5 @@
 // `meridian secrets rotate`: re-seals every secret at rest with the current MERIDIAN_SECRET_KEY —
-// stored location credentials, mirror upstream passwords, webhook signing secrets. Run it while
+// stored location credentials, mirror upstream and proxy passwords, webhook signing secrets. Run it while
 // the old key is in MERIDIAN_SECRET_KEY_PREVIOUS; then the old key can be dropped.
 import { eq, isNotNull } from 'drizzle-orm';
 import { storageLocations } from '../db/schema.ts';
@@ -10,6 +10,7 @@ import { sealContext } from '../storage/locations.ts';
 export interface RotationResult {
   locationCredentials: number;
   mirrorPasswords: number;
+  proxyPasswords: number;
   webhookSecrets: number;
   /** Secrets no configured key opens: left as they are, to be entered again. */
   failed: string[];
@@ -35,5 +36,5 @@ export async function rotateSecrets(s: Services): Promise<RotationResult> {
     }
   }
   const mirror = await resealMirrorSecrets(s.db, s.secrets);
-  return { locationCredentials, mirrorPasswords: mirror.mirrorPasswords, webhookSecrets: mirror.webhookSecrets, failed: [...failed, ...mirror.failed] };
+  return { locationCredentials, mirrorPasswords: mirror.mirrorPasswords, proxyPasswords: mirror.proxyPasswords, webhookSecrets: mirror.webhookSecrets, failed: [...failed, ...mirror.failed] };
 }

@@ -60,14 +60,14 @@ describe('mirror API (Quay-compatible)', () => {
     await api?.close();
   });
 
-  it('refuses anonymous callers (401) and non-admins (403)', async () => {
+  it('refuses anonymous callers (401), and answers 404 to those who may not see the private repository, as for a missing one', async () => {
     const anon = await call('/mirror', { auth: '' });
     expect(anon.status).toBe(401);
     expect(anon.headers.get('content-type')).toMatch(/application\/problem\+json/);
     const other = await call('/mirror', { auth: stranger.authorization });
-    expect(other.status).toBe(403);
+    expect(other.status).toBe(404);
     const body = await other.json();
-    expect(body).toMatchObject({ status: 403, error_type: 'insufficient_scope' });
+    expect(body).toMatchObject({ status: 404, error_type: 'not_found' });
     const missing = await fetch(`${api.url}/api/v1/repository/${owner.username}/nope/mirror`, { headers: { Authorization: owner.authorization } });
     expect(missing.status).toBe(404);
   });
@@ -184,7 +184,7 @@ describe('mirror API (Quay-compatible)', () => {
     expect(await runs.json()).toEqual({ runs: [] });
     expect((await call('/mirror/runs?limit=0')).status).toBe(400);
     expect((await call('/mirror/sync-now')).status).toBe(405);
-    expect((await call('/mirror', { auth: stranger.authorization, method: 'POST', body: {} })).status).toBe(403);
+    expect((await call('/mirror', { auth: stranger.authorization, method: 'POST', body: {} })).status).toBe(404);
   });
 
   it('the rollback default comes from configuration (MERIDIAN_REPO_MIRROR_ROLLBACK)', async () => {
@@ -216,7 +216,7 @@ describe('mirror API (Quay-compatible)', () => {
     expect(await one.json()).not.toHaveProperty('signing_secret');
     const [row] = await api.services.db.select().from(webhookSubscriptions).where(eq(webhookSubscriptions.id, n.uuid));
     expect(row!.secretEnc.toString('latin1')).not.toContain(n.signing_secret);
-    expect((await call(`/notification/${n.uuid}`, { auth: stranger.authorization })).status).toBe(403);
+    expect((await call(`/notification/${n.uuid}`, { auth: stranger.authorization })).status).toBe(404);
     expect((await call(`/notification/${n.uuid}`, { method: 'DELETE' })).status).toBe(204);
     expect((await call(`/notification/${n.uuid}`)).status).toBe(404);
   });

@@ -7,7 +7,7 @@ import { isNamespaceAdmin, repositoryRole } from '../../auth/permissions.ts';
 import type { Principal } from '../../auth/principal.ts';
 import { DomainError, type ErrorKind, STATUS_OF_KIND } from '../../platform/errors.ts';
 import type { Services } from '../../platform/services.ts';
-import { InputError, MethodNotAllowedError, RouteNotFoundError } from '../router.ts';
+import { InputError, isClientAbort, MethodNotAllowedError, RouteNotFoundError } from '../router.ts';
 import { findRepository, type Repository } from '../../registry/repositories.ts';
 
 export type ErrorType = 'invalid_request' | 'not_found' | 'conflict' | 'unauthorized' | 'insufficient_scope' | 'too_many_requests' | 'unavailable' | 'internal_error';
@@ -85,12 +85,15 @@ export async function requireNamespaceAdmin(s: Services, ctx: Koa.Context, names
   return p;
 }
 
-/** Quay's require_repo_admin: the caller must administer the repository (401, 404, 403). */
+/** Quay's require_repo_admin: the caller must administer the repository (401, 404, 403). A
+ * caller who may not even read it gets the 404 a missing one gets, so that admin-only endpoints
+ * do not tell outsiders which private repositories exist; 403 is for those who can see it. */
 export async function adminRepository(s: Services, ctx: Koa.Context, fullName: string): Promise<{ principal: Principal; repo: Repository }> {
   const principal = await caller(s, ctx);
   const repo = await findRepository(s.db, fullName);
-  if (!repo) throw new ApiError(404, 'not_found', `repository ${fullName} not found`);
-  if ((await repositoryRole(s.db, principal, repo)) !== 'admin') throw new ApiError(403, 'insufficient_scope', `admin permission on ${fullName} is required`);
+  const role = repo ? await repositoryRole(s.db, principal, repo) : null;
+  if (!repo || !role) throw new ApiError(404, 'not_found', `repository ${fullName} not found`);
+  if (role !== 'admin') throw new ApiError(403, 'insufficient_scope', `admin permission on ${fullName} is required`);
   return { principal, repo };
 }
 
@@ -132,6 +135,10 @@ export function v1Errors(s: Services): (ctx: Koa.Context, e: unknown) => void {
                 ? new ApiError(STATUS_OF_KIND[e.kind], TYPE_OF_KIND[e.kind], e.message)
                 : undefined;
     if (api) return problem(ctx, s, api);
+    if (isClientAbort(e)) {
+      ctx.status = 400;
+      return;
+    }
     s.logger.error({ err: e, method: ctx.method, path: ctx.path }, 'api request failed');
     problem(ctx, s, new ApiError(500, 'internal_error', 'internal error'));
   };

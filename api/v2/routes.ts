@@ -12,7 +12,7 @@ import type { Services } from '../../platform/services.ts';
 import { isDigest } from '../../registry/digest.ts';
 import { isTag } from '../../registry/names.ts';
 import { createRepository, type Repository } from '../../registry/repositories.ts';
-import { route, router, type Route } from '../router.ts';
+import { isClientAbort, route, router, type Route } from '../router.ts';
 import { digest, line, queryInt, queryText, repositoryName } from '../schemas.ts';
 import { tokenRoutes } from '../token.ts';
 import { deleteBlob, getBlob } from './blobs.ts';
@@ -155,11 +155,6 @@ function respondError(ctx: Koa.Context, e: OciError): void {
   // HEAD responses carry no body; the status says it all.
   ctx.body = ctx.method === 'HEAD' ? null : JSON.stringify(e.body());
   if (ctx.method === 'HEAD') ctx.status = e.status;
-}
-
-function isClientAbort(e: unknown): boolean {
-  const code = (e as NodeJS.ErrnoException)?.code;
-  return code === 'ECONNRESET' || code === 'ERR_STREAM_PREMATURE_CLOSE' || (e as Error)?.message === 'aborted';
 }
 
 export function v2Errors(s: Services): (ctx: Koa.Context, e: unknown) => void {

@@ -9,8 +9,8 @@ export function secretCommands(io: CliIo, target: () => ApiTarget): Command {
     .description('re-seal every stored secret with the current MERIDIAN_SECRET_KEY (run with the old key in MERIDIAN_SECRET_KEY_PREVIOUS)')
     .action(async () => {
       const { json } = await api(target(), 'POST', '/superuser/secrets/rotate');
-      const r = json as { locationCredentials: number; mirrorPasswords: number; webhookSecrets: number; failed: string[] };
-      io.out(`re-sealed ${r.locationCredentials} location credentials, ${r.mirrorPasswords} mirror passwords, ${r.webhookSecrets} webhook secrets`);
+      const r = json as { locationCredentials: number; mirrorPasswords: number; proxyPasswords?: number; webhookSecrets: number; failed: string[] };
+      io.out(`re-sealed ${r.locationCredentials} location credentials, ${r.mirrorPasswords} mirror passwords, ${r.proxyPasswords ?? 0} mirror proxy passwords, ${r.webhookSecrets} webhook secrets`);
       if (r.failed.length) throw new CliError(`could not open ${r.failed.length} secrets (no configured key opens them): ${r.failed.join(', ')}`);
     });
   return secrets;
