@@ -5,10 +5,11 @@
 // - Organization members with role `admin` are admin on every repository of the organization;
 //   role `creator` may create repositories there.
 // - Otherwise access comes from repository_permissions (users and robots): read = pull,
-//   write = pull + push, admin = pull + push + delete + manage. Robots have no implicit rights.
-//   Deleting (manifests, tags, blobs) needs admin, as in Quay: write lets a CI robot push and
-//   move tags but not destroy what others pushed. (The distribution registry's token scopes make
-//   `delete` a separate action; we grant it with admin only.)
+//   write = pull + push + delete, admin = that + manage. Robots have no implicit rights.
+//   Write may delete tags and manifests, as in Quay (a CI robot retags and cleans up what it
+//   pushed; regctl's `tag rm` deletes the tag, and where that is refused it pushes a dummy
+//   manifest over the tag and then cannot remove it). The token scope's `delete` action is
+//   granted with write.
 // - Whoever creates a repository without already administering its namespace (an organization
 //   member with role `creator`) becomes its admin, as in Quay: see grantCreatorAdmin.
 // - Public repositories may be pulled by anyone, including anonymous clients.
@@ -27,7 +28,7 @@ export type RepoRole = 'read' | 'write' | 'admin';
 
 const ACTIONS_OF_ROLE: Record<RepoRole, RepoAction[]> = {
   read: ['pull'],
-  write: ['pull', 'push'],
+  write: ['pull', 'push', 'delete'],
   admin: ['pull', 'push', 'delete'],
 };
 
@@ -86,6 +87,19 @@ export async function mayCreateIn(db: DbOrTx, p: Principal, namespace: string): 
     .from(namespaceMembers)
     .where(and(eq(namespaceMembers.namespaceId, ns.id), eq(namespaceMembers.userId, p.userId)));
   return m?.role === 'admin' || m?.role === 'creator';
+}
+
+/** The namespaces the principal may create repositories in (its own, and organizations where it
+ * is an admin or a creator), for telling a user who pushes elsewhere where they may. Superusers
+ * may create anywhere: none listed. */
+export async function creatableNamespaces(db: DbOrTx, p: Principal): Promise<string[]> {
+  if (p.kind !== 'user' || p.superuser) return [];
+  const orgs = await db
+    .select({ name: namespaces.name })
+    .from(namespaceMembers)
+    .innerJoin(namespaces, eq(namespaces.id, namespaceMembers.namespaceId))
+    .where(and(eq(namespaceMembers.userId, p.userId), sql`${namespaceMembers.role} in ('admin', 'creator')`));
+  return [p.username, ...orgs.map((o) => o.name).sort()];
 }
 
 /** Whether the principal administers the namespace (its robots, its policies). */

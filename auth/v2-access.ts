@@ -3,16 +3,20 @@
 //
 // Clients without credentials, or whose token lacks the scope, get 401 with a Bearer challenge
 // naming the realm (our token endpoint), the service and the scope — how docker, podman, skopeo
-// and crane discover that they must fetch a token. An authenticated principal that is simply not
-// allowed gets 403 DENIED; a write to a mirror repository gets DENIED saying so.
+// and crane discover that they must fetch a token. An authenticated principal that is not
+// allowed gets what the distribution registry answers for a token lacking the scope — 401 with
+// `error="insufficient_scope"` — so that clients (which probe blobs with a body-less HEAD, where a
+// 403 explains nothing) fetch a token and report the denial, whose DENIED message names the
+// repository and the missing permission. A write to a mirror or read-only repository gets 403
+// DENIED saying so, to those who may see the repository.
 import { OciError } from '../api/v2/errors.ts';
 import type { Services } from '../platform/services.ts';
 import { accessSnapshot } from './access-cache.ts';
 import { AuthenticationError, authenticate, type Presented } from './authenticate.ts';
 import { LoginThrottledError } from './login-throttle.ts';
-import { repositoryAccess, visibleRepositoryNames } from './permissions.ts';
+import { creatableNamespaces, repositoryAccess, type RepositoryAccess, visibleRepositoryNames } from './permissions.ts';
 import type { Repository } from '../registry/repositories.ts';
-import type { Principal, RepoAction } from './principal.ts';
+import { type Principal, principalName, type RepoAction } from './principal.ts';
 import { formatScope, tokenGrants, tokenService } from './tokens.ts';
 
 export interface V2AccessRequest {
@@ -46,9 +50,10 @@ export function insufficientScope(s: Services, scopes: string[]): OciError {
   return unauthorized(s, 'token does not grant the requested access', scopes.join(' '), 'insufficient_scope');
 }
 
-/** True for the 401 authorizeV2 raises when a token lacks a scope its holder does have. */
+/** True for the 401 authorizeV2 raises when a token lacks a scope its holder does have (not for
+ * a principal who lacks the permission itself: that one is DENIED). */
 export function isInsufficientScope(e: unknown): boolean {
-  return e instanceof OciError && e.status === 401 && /error="insufficient_scope"/.test(e.headers['WWW-Authenticate'] ?? '');
+  return e instanceof OciError && e.code === 'UNAUTHORIZED' && e.status === 401 && /error="insufficient_scope"/.test(e.headers['WWW-Authenticate'] ?? '');
 }
 
 /**
@@ -120,7 +125,46 @@ export async function authorizeV2Repository(
   }
   // Anonymous clients are challenged, so that docker/podman log in and retry.
   if (principal.kind === 'anonymous') throw unauthorized(s, 'authentication required', scope);
-  throw new OciError('DENIED', 'requested access to the resource is denied');
+  throw new OciError('DENIED', await denialMessage(s, principal, repository, access, missing), undefined, 401, { 'WWW-Authenticate': challenge(s, scope, 'insufficient_scope') });
+}
+
+const ROLE_FOR: Record<RepoAction, string> = { pull: 'read', push: 'write', delete: 'write' };
+
+/** Levenshtein distance, for "did you mean" (names are short). */
+function distance(a: string, b: string): number {
+  let prev = Array.from({ length: b.length + 1 }, (_, j) => j);
+  for (let i = 1; i <= a.length; i++) {
+    const row = [i];
+    for (let j = 1; j <= b.length; j++) row[j] = Math.min(prev[j]! + 1, row[j - 1]! + 1, prev[j - 1]! + (a[i - 1] === b[j - 1] ? 0 : 1));
+    prev = row;
+  }
+  return prev[b.length]!;
+}
+
+/**
+ * What a refused principal is told. Someone who may see the repository learns their role and the
+ * permission the request needs. For anyone else a missing repository and a hidden one read the
+ * same: the message names only the request, and — for a user pushing — the namespaces they may
+ * create repositories in, with the nearest as a suggestion ("did you mean alice/app?"): all of it
+ * things they know already, whether or not the name they typed exists.
+ */
+async function denialMessage(s: Services, principal: Principal, repository: string, access: RepositoryAccess, missing: RepoAction[]): Promise<string> {
+  const who = principalName(principal);
+  const wanted = missing.join(' and ');
+  if (access.repo && access.role) {
+    const needs = missing.some((a) => ROLE_FOR[a] === 'write') ? 'write' : 'read';
+    return `${wanted} access to repository ${repository} is denied: ${who} has ${access.role} permission there, ${wanted} needs ${needs}`;
+  }
+  const base = `${wanted} access to repository ${repository} is denied for ${who}`;
+  if (!missing.includes('push')) return base;
+  if (principal.kind === 'robot') return `${base}: a robot may push only to repositories it has been granted write permission on`;
+  const own = await creatableNamespaces(s.db, principal);
+  if (own.length === 0) return base;
+  const [namespace, ...rest] = repository.split('/');
+  const nearest = own.map((n) => ({ n, d: distance(n, namespace!) })).sort((a, b) => a.d - b.d)[0]!;
+  const hint = nearest.d > 0 && nearest.d <= 2 ? ` (did you mean ${[nearest.n, ...rest].join('/')}?)` : '';
+  const list = own.length > 10 ? `${own.slice(0, 10).join(', ')}…` : own.join(', ');
+  return `${base}: you may create repositories in ${list}${hint}`;
 }
 
 function principalKey(p: Principal): string {

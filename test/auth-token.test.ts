@@ -67,7 +67,8 @@ describe('registry token authentication', () => {
     const pull = await fetch(`${api.url}/v2/${repo}/manifests/v1`, { headers: { Authorization: `Bearer ${body.token}` } });
     expect(pull.status).toBe(200);
     const push = await fetch(`${api.url}/v2/${repo}/blobs/uploads/`, { method: 'POST', headers: { Authorization: `Bearer ${body.token}` } });
-    expect(push.status).toBe(403);
+    expect(push.status).toBe(401);
+    expect(((await push.json()) as { errors: { code: string }[] }).errors[0]!.code).toBe('DENIED');
   });
 
   it('asks for a new token when a token lacks a scope the principal has', async () => {
@@ -97,7 +98,7 @@ describe('registry token authentication', () => {
 
   it('accepts robots by name and token, granting what the robot was granted', async () => {
     const r = await token([`repository:${repo}:pull,push,delete`], basic(robot.name, robot.token));
-    expect(claims(((await r.json()) as { token: string }).token).access[0]!.actions).toEqual(['pull', 'push']);
+    expect(claims(((await r.json()) as { token: string }).token).access[0]!.actions).toEqual(['pull', 'push', 'delete']);
     expect((await token([`repository:${repo}:pull`], basic(robot.name, 'wrong'))).status).toBe(401);
   });
 

@@ -131,7 +131,10 @@ describe('management API', () => {
     const bobClient = new OciClient({ baseUrl: api.url, authorization: bob.authorization });
     expect((await bobClient.fetch(`/v2/${org}/web/blobs/uploads/?digest=${sha256(bytes)}`, { method: 'POST', body: bytes })).status).toBe(201);
     expect((await call('DELETE', `${path}/${bob.username}`, alice.authorization)).status).toBe(204);
-    expect((await bobClient.fetch(`/v2/${org}/web/blobs/${sha256(bytes)}`, { method: 'HEAD' })).status).toBe(403);
+    // A body-less HEAD: 401 insufficient_scope (not 403), so that clients fetch a token and say why.
+    const head = await bobClient.fetch(`/v2/${org}/web/blobs/${sha256(bytes)}`, { method: 'HEAD' });
+    expect(head.status).toBe(401);
+    expect(head.headers.get('www-authenticate')).toMatch(/error="insufficient_scope"/);
   });
 
   it('changes a repository to MIRROR state, which refuses pushes with a message saying so', async () => {
