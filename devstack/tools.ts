@@ -19,7 +19,7 @@ function findProjectRoot(from: string): string {
   }
 }
 
-export type ToolName = 'temporal' | 'temporal-server' | 'temporal-sql-tool' | 'temporal-ui-server' | 'versitygw' | 'registry' | 'crane' | 'conformance';
+export type ToolName = 'temporal' | 'temporal-server' | 'temporal-sql-tool' | 'temporal-ui-server' | 'versitygw' | 'registry' | 'crane' | 'conformance' | 'oras' | 'regctl';
 
 /** The certificates setup.sh generates for the real Temporal server (a CA, server, client). */
 export const TLS_DIR = path.join(PROJECT_ROOT, '.tools', 'tls');

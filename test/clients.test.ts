@@ -1,13 +1,20 @@
 // Real clients against Meridian: skopeo (Debian) and crane push, pull and copy a multi-architecture
-// image through the registry's token auth, and every byte comes back identical.
+// image through the registry's token auth, and every byte comes back identical; oras and regctl
+// push artifacts, attach and list referrers, and delete a tag as a write robot.
 import { execFile } from 'node:child_process';
-import { mkdtempSync, readFileSync, readdirSync } from 'node:fs';
+import { mkdtempSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { and, eq } from 'drizzle-orm';
+import { createRobot, namespaceByName } from '../auth/accounts.ts';
+import { setPermission } from '../auth/grants.ts';
+import { manifests } from '../db/schema.ts';
 import { toolPath } from '../devstack/tools.ts';
+import { createRepository } from '../registry/repositories.ts';
 import { createTestUser, startTestApi } from './support/harness.ts';
+import { OciClient, pushRandomImage } from './support/oci-client.ts';
 import { writeMultiArchLayout } from './support/oci-layout.ts';
 
 const run = promisify(execFile);
@@ -17,7 +24,7 @@ function blobsOf(layoutDir: string): Map<string, Buffer> {
   return new Map(readdirSync(dir).map((f) => [`sha256:${f}`, readFileSync(path.join(dir, f))]));
 }
 
-describe('real clients: skopeo and crane', () => {
+describe('real clients: skopeo, crane, oras and regctl', () => {
   let api: Awaited<ReturnType<typeof startTestApi>>;
   let host: string;
   let user: Awaited<ReturnType<typeof createTestUser>>;
@@ -60,5 +67,56 @@ describe('real clients: skopeo and crane', () => {
         expect(pulled.get(digest), digest).toEqual(bytes);
       }
     }
+  }, 180_000);
+
+  it('oras: pushes an artifact with its type, attaches a signature to it and discovers it through the referrers API', async () => {
+    const oras = toolPath('oras');
+    const work = mkdtempSync(path.join(tmpdir(), 'meridian-oras-'));
+    writeFileSync(path.join(work, 'report.txt'), 'scan: clean\n');
+    writeFileSync(path.join(work, 'sig.txt'), 'signed by ci\n');
+    const auth = ['--plain-http', '-u', user.username, '-p', user.password, '--registry-config', path.join(work, 'auth.json')];
+    const ref = `${host}/${user.username}/artifacts:report`;
+    const opts = { env: env(), cwd: work };
+    await run(oras, ['push', ...auth, '--artifact-type', 'application/vnd.meridian.report.v1', ref, 'report.txt:text/plain'], opts);
+    const manifest = JSON.parse((await run(oras, ['manifest', 'fetch', ...auth, ref], opts)).stdout) as { artifactType: string; layers: { mediaType: string }[] };
+    expect(manifest.artifactType).toBe('application/vnd.meridian.report.v1');
+    expect(manifest.layers.map((l) => l.mediaType)).toEqual(['text/plain']);
+
+    await run(oras, ['attach', ...auth, '--artifact-type', 'application/vnd.meridian.signature.v1', ref, 'sig.txt:text/plain'], opts);
+    const discovered = JSON.parse((await run(oras, ['discover', ...auth, '--format', 'json', ref], opts)).stdout) as { referrers?: { artifactType: string }[]; manifests?: { artifactType: string }[] };
+    expect((discovered.referrers ?? discovered.manifests ?? []).map((r) => r.artifactType)).toEqual(['application/vnd.meridian.signature.v1']);
+
+    const out = mkdtempSync(path.join(tmpdir(), 'meridian-oras-pull-'));
+    await run(oras, ['pull', ...auth, '-o', out, ref], opts);
+    expect(readFileSync(path.join(out, 'report.txt'), 'utf8')).toBe('scan: clean\n');
+  }, 180_000);
+
+  it('regctl: puts an artifact with a subject and shows it in the tree; a write robot removes a tag without leaving a dummy manifest', async () => {
+    const regctl = toolPath('regctl');
+    const s = api.services;
+    const repoName = `${user.username}/regctl`;
+    await pushRandomImage(new OciClient({ baseUrl: api.url, authorization: user.authorization }), repoName, 'v1');
+    await pushRandomImage(new OciClient({ baseUrl: api.url, authorization: user.authorization }), repoName, 'to-remove');
+    const asUser = ['--host', `reg=${host},tls=disabled,user=${user.username},pass=${user.password}`];
+    const work = mkdtempSync(path.join(tmpdir(), 'meridian-regctl-'));
+    writeFileSync(path.join(work, 'sbom.json'), '{"spdxVersion":"SPDX-2.3"}');
+    const opts = { env: env(), cwd: work };
+    await run(regctl, [...asUser, 'artifact', 'put', '--artifact-type', 'application/spdx+json', '--subject', `${host}/${repoName}:v1`, '-f', 'sbom.json', '-m', 'application/spdx+json'], opts);
+    const tree = (await run(regctl, [...asUser, 'artifact', 'tree', '--format', '{{jsonPretty .}}', `${host}/${repoName}:v1`], opts)).stdout;
+    const referrers = (JSON.parse(tree) as { referrer?: { manifest?: { artifactType?: string } }[] }).referrer ?? [];
+    expect(referrers.map((r) => r.manifest?.artifactType)).toEqual(['application/spdx+json']);
+
+    // A robot with write permission (Quay's rule: write deletes tags).
+    const repo = (await createRepository(s.db, { fullName: repoName }, 'return'))!;
+    const bot = await s.db.transaction(async (tx) => createRobot(tx, { namespace: (await namespaceByName(tx, user.username))!, shortName: 'regctl' }));
+    await setPermission(s.db, repo, bot.name, 'write');
+    const countManifests = async () => (await s.db.select({ id: manifests.id }).from(manifests).where(and(eq(manifests.repositoryId, repo.id)))).length;
+    const before = await countManifests();
+    await run(regctl, ['--host', `reg=${host},tls=disabled,user=${bot.name},pass=${bot.token}`, 'tag', 'rm', `${host}/${repoName}:to-remove`], opts);
+    const tags = (await run(regctl, [...asUser, 'tag', 'ls', `${host}/${repoName}`], opts)).stdout.trim().split('\n');
+    expect(tags).toContain('v1');
+    expect(tags).not.toContain('to-remove');
+    // No dummy manifest was pushed over the tag to delete it by digest.
+    expect(await countManifests()).toBe(before);
   }, 180_000);
 });
