@@ -189,8 +189,9 @@ describe('blob uploads and downloads', () => {
       [`/v2/${repo}/blobs/uploads/00000000-0000-0000-0000-000000000000`, { method: 'PATCH', body: 'x' }, 404, 'BLOB_UPLOAD_UNKNOWN'],
       [`/v2/${repo}/blobs/uploads/?digest=sha256:zz`, { method: 'POST', body: 'x' }, 400, 'DIGEST_INVALID'],
       [`/v2/${repo}/manifests/${'x'.repeat(300)}`, {}, 400, 'MANIFEST_INVALID'],
-      // Someone else's (possibly absent) repository: refused without saying whether it exists.
-      ['/v2/nobody-here/app/tags/list', {}, 403, 'DENIED'],
+      // Someone else's (possibly absent) repository: refused without saying whether it exists
+      // (401 insufficient_scope, as for a token lacking the scope, so clients report the denial).
+      ['/v2/nobody-here/app/tags/list', {}, 401, 'DENIED'],
       [`/v2/${repo.split('/')[0]}/never-pushed/tags/list`, {}, 404, 'NAME_UNKNOWN'],
     ];
     for (const [path, init, status, code] of cases) {
