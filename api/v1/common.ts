@@ -3,6 +3,7 @@
 import type Koa from 'koa';
 import { AuthenticationError, authenticate, presented } from '../../auth/authenticate.ts';
 import { LoginThrottledError } from '../../auth/login-throttle.ts';
+import { isDatabaseUnavailable } from '../../db/client.ts';
 import { isNamespaceAdmin, repositoryRole } from '../../auth/permissions.ts';
 import type { Principal } from '../../auth/principal.ts';
 import { DomainError, type ErrorKind, STATUS_OF_KIND } from '../../platform/errors.ts';
@@ -133,7 +134,9 @@ export function v1Errors(s: Services): (ctx: Koa.Context, e: unknown) => void {
               ? new ApiError(404, 'not_found', `no such endpoint: ${ctx.method} ${ctx.path.slice(0, 200)}`)
               : e instanceof DomainError
                 ? new ApiError(STATUS_OF_KIND[e.kind], TYPE_OF_KIND[e.kind], e.message)
-                : undefined;
+                : isDatabaseUnavailable(e)
+                  ? new ApiError(503, 'unavailable', 'the database is temporarily unavailable, retry later')
+                  : undefined;
     if (api) return problem(ctx, s, api);
     if (isClientAbort(e)) {
       ctx.status = 400;

@@ -1,5 +1,6 @@
 // Domain errors → OCI error responses. Anything not listed here is a bug and answers 500.
 import { AccountError } from '../../auth/accounts.ts';
+import { isDatabaseUnavailable } from '../../db/client.ts';
 import { BlobUnknownError, RangeNotSatisfiableError } from '../../registry/blob-server.ts';
 import { InvalidDigestError } from '../../registry/digest.ts';
 import { ManifestError } from '../../registry/manifests.ts';
@@ -63,6 +64,7 @@ export function toOciError(e: unknown): OciError | undefined {
     return new OciError('UNSUPPORTED', e.message, undefined, e.kind === 'conflict' ? 409 : 400);
   }
   if (e instanceof BlobCollectedError) return new OciError('UNAVAILABLE', e.message, undefined, 503, { 'Retry-After': '1' });
+  if (isDatabaseUnavailable(e)) return new OciError('UNAVAILABLE', 'the database is temporarily unavailable, retry later', undefined, 503, { 'Retry-After': '2' });
   if (e instanceof NoLocationError || e instanceof StorageUnavailableError) {
     return new OciError('UNAVAILABLE', 'storage is temporarily unavailable, retry later', undefined, 503, { 'Retry-After': '5' });
   }

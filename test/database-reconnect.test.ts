@@ -1,0 +1,70 @@
+// A database connection that dies under a query (PostgreSQL restarted, a backend terminated, a
+// middlebox dropping it) fails that query and nothing else: the process keeps running and the
+// pool reconnects. Unpatched postgres.js 3.4.9 crashed the process here — begin()'s own ROLLBACK,
+// or a query on a released reserved connection, scheduled a write to the closed socket that
+// threw from a setImmediate (porsager/postgres#1154, #1208); patches/postgres+3.4.9.patch fixes
+// it. Vitest fails a file on any uncaught exception, so a crash fails this test.
+import { sql } from 'drizzle-orm';
+import { afterAll, describe, expect, it } from 'vitest';
+import { connectDatabase, isDatabaseUnavailable } from '../db/client.ts';
+import { stackInfo } from './support/harness.ts';
+
+describe('database connections dying under load', () => {
+  const database = connectDatabase(stackInfo().databaseUrl, { max: 2, applicationName: 'meridian-test-reconnect' });
+  const killer = connectDatabase(stackInfo().databaseUrl, { max: 1, applicationName: 'meridian-test-killer' });
+
+  afterAll(async () => {
+    await killer.close();
+  });
+
+  const terminate = (pid: number) => killer.sql`select pg_terminate_backend(${pid})`;
+  const backendPid = async (q: typeof database.db) => (await q.execute<{ pid: number }>(sql`select pg_backend_pid() as pid`))[0]!.pid;
+
+  /** The pool still answers, from both of its connections. */
+  async function poolWorks(): Promise<void> {
+    const answers = await Promise.all([1, 2, 3, 4, 5, 6].map((i) => database.db.execute<{ i: number }>(sql`select ${i}::int as i, pg_sleep(0.05)`)));
+    expect(answers.map((r) => r[0]!.i)).toEqual([1, 2, 3, 4, 5, 6]);
+  }
+
+  it('fails a transaction whose backend dies mid-statement, and keeps serving', async () => {
+    for (let round = 0; round < 3; round++) {
+      let pid: number | undefined;
+      const tx = database.db.transaction(async (t) => {
+        pid = await backendPid(t);
+        await t.execute(sql`select pg_sleep(5)`);
+      });
+      await expect.poll(() => pid, { timeout: 5000, interval: 20 }).toBeDefined();
+      await terminate(pid!);
+      const err: unknown = await tx.then(() => undefined, (e: unknown) => e);
+      expect(err).toMatchObject({ code: expect.stringMatching(/CONNECTION_CLOSED|ECONNRESET|57P01/) });
+      // What the API answers 503 (retry) for, not 500.
+      expect(isDatabaseUnavailable(err)).toBe(true);
+      // The ROLLBACK postgres.js sends after the failure would have crashed the process here.
+      await new Promise((r) => setTimeout(r, 50));
+      await poolWorks();
+    }
+  });
+
+  it('fails the queries on a reserved connection that died, and keeps serving after it is released', async () => {
+    const reserved = await database.sql.reserve();
+    const [{ pid }] = (await reserved`select pg_backend_pid() as pid`) as unknown as [{ pid: number }];
+    await terminate(pid);
+    await new Promise((r) => setTimeout(r, 100));
+    await expect(reserved`select 1`).rejects.toMatchObject({ code: expect.stringMatching(/CONNECTION_CLOSED|ECONNRESET|57P01/) });
+    reserved.release();
+    await poolWorks();
+  });
+
+  it('closes cleanly after connections died (no query left waiting on a dead socket)', async () => {
+    let pid: number | undefined;
+    const tx = database.db.transaction(async (t) => {
+      pid = await backendPid(t);
+      await t.execute(sql`select pg_sleep(5)`);
+    });
+    await expect.poll(() => pid, { timeout: 5000, interval: 20 }).toBeDefined();
+    await terminate(pid!);
+    await tx.catch(() => {});
+    const closed = await Promise.race([database.close().then(() => 'closed'), new Promise((r) => setTimeout(() => r('still waiting after 10 s'), 10_000))]);
+    expect(closed).toBe('closed');
+  });
+});
