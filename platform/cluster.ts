@@ -1,7 +1,9 @@
 // Several processes serving one port (node:cluster). The primary only supervises: it forks the
 // workers, each of which runs the server; connections are handed to them round-robin. A worker
-// that fails while starting stops them all with its exit code (it has already printed its
-// one-line reason); one that dies later is replaced (in its slot). SIGINT/SIGTERM stop every worker cleanly.
+// that fails while the service starts stops them all with its exit code (it has already printed
+// its one-line reason); one that dies later is replaced (in its slot), and a replacement that
+// cannot start (PostgreSQL restarting) is tried again, backing off to every 5 s, until it does.
+// SIGINT/SIGTERM stop every worker cleanly.
 import cluster, { type Worker } from 'node:cluster';
 import { runMain } from './main.ts';
 
@@ -39,13 +41,18 @@ function supervise(name: string, count: number): void {
   const slots = new Map<Worker, number>();
   let stopping = false;
   let exitCode = 0;
-  let restarts = 0;
+  /** A worker has listened: the configuration and the port are good. */
+  let started = false;
+  /** Replacements in a row that died or failed to start, for the back-off. */
+  let failures = 0;
 
   const fork = (slot: number, then?: () => void) => {
     const w = cluster.fork({ [CLUSTER_SLOT_ENV]: String(slot) });
     slots.set(w, slot);
     w.once('listening', () => {
       listening.add(w);
+      started = true;
+      failures = 0;
       then?.();
     });
   };
@@ -57,15 +64,18 @@ function supervise(name: string, count: number): void {
       if (slots.size === 0) process.exit(exitCode);
       return;
     }
-    if (!listening.has(w)) {
-      // Start-up failed (bad configuration, port taken): the same would happen to a new one.
+    if (!started) {
+      // The service's start-up failed (bad configuration, port taken): the same would happen to
+      // a new one.
       stopAll(code ?? 1);
       return;
     }
-    restarts++;
-    process.stderr.write(`${name}: worker ${w.process.pid} exited (${signal ?? `code ${code}`}); starting another\n`);
-    // Back off a little when workers keep dying, so a crash loop does not spin.
-    setTimeout(() => !stopping && fork(slot), Math.min(restarts * 200, 5000));
+    failures++;
+    const how = listening.has(w) ? 'exited' : 'failed to start';
+    process.stderr.write(`${name}: worker ${w.process.pid} ${how} (${signal ?? `code ${code}`}); starting another\n`);
+    // Back off when workers keep dying or cannot start (the database is down), so a crash loop
+    // does not spin; the others keep serving meanwhile.
+    setTimeout(() => !stopping && fork(slot), Math.min(failures * 200, 5000));
   });
 
   const stopAll = (code: number) => {

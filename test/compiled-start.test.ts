@@ -1,8 +1,11 @@
 // The production start: Meridian compiled once into dist/ and run with plain node — no
 // TypeScript loader in the serving processes — with several API processes behind one port,
-// supervised (a dead worker is replaced, SIGTERM stops them all).
+// supervised (a dead worker is replaced, also while PostgreSQL is away; SIGTERM stops them all).
 import { describe, expect, it } from 'vitest';
+import { freePort } from '../devstack/ports.ts';
+import { WanLink } from '../devstack/regions-wan.ts';
 import { commandLine, startCompiledApi } from './support/compiled-api.ts';
+import { stackInfo } from './support/harness.ts';
 
 describe('compiled production start', () => {
   it('serves /v2 from two plain-node worker processes behind one port, replaces a dead one, stops on SIGTERM', async () => {
@@ -29,6 +32,36 @@ describe('compiled production start', () => {
       const survivors = api.workers();
       expect(await api.stop()).toBe(0);
       for (const pid of survivors) expect(isAlive(pid)).toBe(false);
+    }
+  });
+
+  it('replaces a dead worker once PostgreSQL is back, trying again while it cannot start, with the other worker serving', async () => {
+    // The API reaches PostgreSQL through a relay this test can cut, as a database restart would.
+    const target = new URL(stackInfo().databaseUrl);
+    const relayPort = await freePort();
+    const relay = () => new WanLink({ listen: { host: '127.0.0.1', port: relayPort }, target: { host: target.hostname, port: Number(target.port) }, oneWayDelayMs: 0, bitsPerSecond: 1e12 });
+    let link = relay();
+    await link.start();
+    const databaseUrl = Object.assign(new URL(target), { port: String(relayPort) }).toString();
+    const api = await startCompiledApi({ workers: 2, env: { DATABASE_URL: databaseUrl } });
+    try {
+      const [victim, survivor] = api.workers();
+      await link.close();
+      process.kill(victim!, 'SIGKILL');
+      // Its replacements cannot reach the database: each fails to start and is tried again.
+      await expect.poll(() => api.output().match(/api: worker \d+ failed to start/g)?.length ?? 0, { timeout: 60_000 }).toBeGreaterThanOrEqual(2);
+      expect(api.primary.exitCode).toBeNull();
+      expect(isAlive(survivor!)).toBe(true);
+      expect((await fetch(`${api.url}/v2/`)).status).toBe(401);
+
+      link = relay();
+      await link.start();
+      await expect.poll(() => api.workers().filter((p) => p !== victim).length, { timeout: 60_000 }).toBe(2);
+      await expect.poll(() => api.output().split('\n').filter((l) => l.includes('"msg":"registry API listening"')).length, { timeout: 60_000 }).toBe(3);
+      expect((await fetch(`${api.url}/v2/`)).status).toBe(401);
+    } finally {
+      expect(await api.stop()).toBe(0);
+      await link.close();
     }
   });
 
