@@ -157,13 +157,22 @@ function respondError(ctx: Koa.Context, e: OciError): void {
   if (ctx.method === 'HEAD') ctx.status = e.status;
 }
 
+/** A reset is the client's only if its request is gone; one while the client is still there came
+ * from a backend (PostgreSQL restarting under a query): "unavailable, retry", not a 400. */
+function clientGone(ctx: Koa.Context): boolean {
+  return ctx.req.destroyed || ctx.req.socket?.destroyed !== false;
+}
+
 export function v2Errors(s: Services): (ctx: Koa.Context, e: unknown) => void {
   return (ctx, e) => {
     const oci = toOciError(e);
     if (oci) return respondError(ctx, oci);
     if (isClientAbort(e)) {
-      ctx.status = 400;
-      return;
+      if (clientGone(ctx)) {
+        ctx.status = 400;
+        return;
+      }
+      return respondError(ctx, new OciError('UNAVAILABLE', 'a backend connection was reset, retry', undefined, 503, { 'Retry-After': '2' }));
     }
     s.logger.error({ err: e, method: ctx.method, path: ctx.path }, 'v2 request failed');
     respondError(ctx, new OciError('UNAVAILABLE', 'internal error', undefined, 500));
