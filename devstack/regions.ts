@@ -68,6 +68,9 @@ export interface RegionTopology {
   rttMs(a: string, b: string): number;
   /** A direct (undelayed) S3 driver of a region's server, for checks. */
   s3(region: string): S3Driver;
+  /** Starts one more API instance in `region`'s namespace on `port`, `env` on top of the
+   * region's (e.g. a storage preference putting a remote region first); stopped with the rest. */
+  addApi(region: string, opts: { name: string; port: number; env: Record<string, string> }): Promise<{ url: string; process: ManagedProcess }>;
   partition(region: string): Promise<void>;
   heal(region: string): Promise<void>;
   stop(): Promise<void>;
@@ -164,7 +167,7 @@ export async function startRegionTopology(opts: TopologyOptions): Promise<Region
     writeFileSync(bundlePath, (await bundle).code);
 
     const regions = new Map<string, TopologyRegion>();
-    const meridian = (n: RegionNet, name: string, entry: 'api/main' | 'workers/main', args: string[], ready: () => Promise<boolean>) => {
+    const meridian = (n: RegionNet, name: string, entry: 'api/main' | 'workers/main', args: string[], ready: () => Promise<boolean>, env: Record<string, string> = {}) => {
       const preference = [...names].sort((a, b) => rtt(n.region, a) - rtt(n.region, b));
       const cmd = entryCommand(entry, args);
       const wrapped = inRegion(n, cmd.command, cmd.args);
@@ -185,6 +188,7 @@ export async function startRegionTopology(opts: TopologyOptions): Promise<Region
           MERIDIAN_WORKFLOW_BUNDLE: bundlePath,
           LOG_LEVEL: 'info',
           ...opts.env,
+          ...env,
         },
         logFile: path.join(logDir, `${name}.log`),
         // Generous: seven Node processes start at once, on a machine that may be busy.
@@ -220,6 +224,13 @@ export async function startRegionTopology(opts: TopologyOptions): Promise<Region
       links,
       rttMs: rtt,
       s3: (region) => drivers.get(region) ?? (() => { throw new Error(`no region ${region}`); })(),
+      async addApi(region, { name, port, env }) {
+        const n = byName(region);
+        const api = meridian(n, name, 'api/main', [], () => canConnect(port, n.nsIp), { PORT: String(port), MERIDIAN_PUBLIC_URL: `http://${n.nsIp}:${port}`, ...env });
+        started.push(api);
+        await api.start();
+        return { url: `http://${n.nsIp}:${port}`, process: api };
+      },
       partition: (region) => partition(byName(region)),
       heal: (region) => heal(byName(region)),
       stop,

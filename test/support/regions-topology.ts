@@ -22,10 +22,11 @@ export interface TopologyFixture {
   close(): Promise<void>;
 }
 
-export async function startTopologyFixture(): Promise<TopologyFixture> {
+export async function startTopologyFixture(opts: { id?: number; log?: (line: string) => void } = {}): Promise<TopologyFixture> {
   const dataDir = mkdtempSync(path.join(tmpdir(), 'meridian-regions-'));
   // Ids 100–249 for tests: `npm run start:regions` uses 1, the benchmark 2.
-  const topology = await startRegionTopology({ id: 100 + randomInt(150), dataDir, env: process.env.LOG_LEVEL ? { LOG_LEVEL: process.env.LOG_LEVEL } : {} }).catch((e: unknown) => {
+  const id = opts.id ?? 100 + randomInt(150);
+  const topology = await startRegionTopology({ id, dataDir, log: opts.log, env: process.env.LOG_LEVEL ? { LOG_LEVEL: process.env.LOG_LEVEL } : {} }).catch((e: unknown) => {
     rmSync(dataDir, { recursive: true, force: true });
     throw e;
   });
