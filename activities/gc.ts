@@ -15,7 +15,12 @@ export function createGcActivities(s: Pick<Services, 'db' | 'redis' | 'locations
 
     expireUntaggedManifests: (input: { graceSeconds: number; limit: number; dryRun: boolean }) => expireUntaggedManifests(s.db, input),
 
-    markGarbage: (input: { graceSeconds: number; afterBlobId: number; limit: number; dryRun: boolean }) => markGarbage(deps, input),
+    async markGarbage(input: { graceSeconds: number; afterBlobId: number; limit: number; dryRun: boolean }) {
+      const page = await markGarbage(deps, input);
+      // Marked copies are no longer served: cached answers naming them must go.
+      if (!input.dryRun && page.marked > 0) await placementsRemoved(s.redis);
+      return page;
+    },
 
     gcPendingLocations: () => locationsWithPendingDeletions(deps),
 

@@ -29,7 +29,7 @@ export interface BlobInfo {
 }
 
 export type ServedBlob =
-  /** HEAD: what the registry knows; storage is not touched. */
+  /** HEAD: what the registry knows (a copy is recorded); storage is not touched. */
   | { kind: 'metadata'; blob: BlobInfo }
   /** GET in redirect mode: the client fetches `url` (a presigned URL of `location`'s copy). */
   | { kind: 'redirect'; blob: BlobInfo; location: string; url: string }
@@ -104,9 +104,13 @@ export async function serveBlob(
     req.blobsVersion === undefined ? await linkedBlob(d.db, req.repositoryId, req.digest) : await cachedLinkedBlob(d, req.blobsVersion, req.repositoryId, req.digest);
   if (!row) throw new BlobUnknownError(req.digest, 'blob unknown to registry');
   const blob: BlobInfo = { digest: row.digest, size: row.size };
+  // A blob whose copies garbage collection has marked or is deleting is unknown to pulls (HEAD
+  // too: a client that is told the blob exists skips pushing it); a push of it revives it.
+  const placements = await cachedPlacements(d.db, d.redis, row);
+  if (placements.length === 0) throw new BlobUnknownError(req.digest, 'blob unknown to registry');
   if (req.method === 'HEAD') return { kind: 'metadata', blob };
   const range = resolveRange(req.range, blob.size);
-  const candidates = await readCopies(d.placement, row.digest, await cachedPlacements(d.db, d.redis, row));
+  const candidates = await readCopies(d.placement, row.digest, placements);
   if (candidates.length === 0) throw new BlobUnknownError(req.digest, 'blob has no stored copy');
   if (blob.size === 0) return { kind: 'stream', blob, location: undefined, body: Readable.from([]), length: 0 };
   if (d.config.blobServeMode === 'redirect') {

@@ -213,6 +213,20 @@ export async function claimBlobsForManifest(tx: DbOrTx, blobRows: BlobRow[], rep
   return blobRows.filter((b) => !liveIds.has(b.id)).map((b) => b.digest);
 }
 
+/**
+ * Links an existing blob to a repository (a cross-repository mount) when it still has a copy:
+ * one GC marked is revived, as a push would. False when GC is deleting its last copies (the
+ * client then uploads the bytes).
+ */
+export async function mountBlob(db: DbOrTx, blob: BlobRow, repositoryId: number): Promise<boolean> {
+  return db.transaction(async (tx) => {
+    const collected = await claimBlobsForManifest(tx, [blob]);
+    if (collected.length > 0) return false;
+    await linkBlob(tx, repositoryId, blob.id);
+    return true;
+  });
+}
+
 /** The location's placement of a blob in any state (uploads decide from it whether to write). */
 export async function placementStateAt(
   db: DbOrTx,

@@ -9,7 +9,7 @@ import type { CopyInput, CopyResult } from '../contract/replication.ts';
 import type { DbOrTx } from '../db/client.ts';
 import type { Logger } from '../platform/logger.ts';
 import type { ReplicationMetrics } from '../platform/metrics.ts';
-import { blobByDigest, placementsOf } from '../registry/blobs.ts';
+import { blobByDigest, placementStateAt, placementsOf } from '../registry/blobs.ts';
 import { parseDigest } from '../registry/digest.ts';
 import { createResumableHasher, createStreamingHasher, type ResumableHasher, restoreHasher } from '../registry/hashing.ts';
 import { type BlobCopy, type PlacementDeps, readCopies } from '../registry/placement.ts';
@@ -122,9 +122,11 @@ export async function copyBlob(d: CopyDeps, input: CopyInput, control: CopyContr
   if (!blob) throw new ReplicationError('blobGone', `blob ${input.digest} no longer exists`);
   const placements = await placementsOf(d.db, blob.id);
   if (placements.some((p) => p.locationId === target.id)) return { target: target.name, source: null, bytesTransferred: 0, resumedFrom: 0, alreadyPresent: true };
+  // A placement GC marked: the object there may be the one its purge deletes (recordPlacement).
+  const hadPlacement = (await placementStateAt(d.db, input.digest, target.id)) !== undefined;
 
   const record = async () => {
-    await d.db.transaction((tx) => recordPlacement(tx, blob.id, target.id));
+    await d.db.transaction((tx) => recordPlacement(tx, blob.id, target.id, { hadPlacement }));
     await placementAdded(d.redis, input.digest);
   };
 

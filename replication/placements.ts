@@ -13,21 +13,34 @@ const EPOCH_KEY = 'placements:epoch';
 const entryKey = (digest: string) => `placements:${digest}`;
 const TTL_SECONDS = 300;
 
-/** Records a verified copy made by replication at the blob's content address (never itself a
- * reason to replicate). */
-export async function recordPlacement(tx: DbOrTx, blobId: number, locationId: number): Promise<void> {
+/**
+ * Records a verified copy made by replication at the blob's content address (never itself a
+ * reason to replicate). `hadPlacement`: the target had a placement (one GC marked) when the copy
+ * looked at the object there. Against GC (gc/blobs.ts):
+ * - a placement GC is `purging` is losing its content-address object, perhaps the one just
+ *   verified or written: the copy does not count and is retried after the purge;
+ * - a placement that was there and is gone now was purged meanwhile, object included: likewise;
+ * - an available one (a push took a purging placement over with its own object) keeps its
+ *   object key: the content-address object may be the one the purge deleted.
+ */
+export async function recordPlacement(tx: DbOrTx, blobId: number, locationId: number, opts: { hadPlacement?: boolean } = {}): Promise<void> {
   const rows = await tx
     .insert(blobPlacements)
     .values({ blobId, locationId, state: 'available', objectKey: null, verifiedAt: sql`now()` })
     .onConflictDoUpdate({
       target: [blobPlacements.blobId, blobPlacements.locationId],
-      set: { state: 'available', objectKey: null, verifiedAt: sql`now()` },
-      // GC is deleting the content-address object there (gc/blobs.ts): the copy just written
-      // may be what it deletes, so it does not count; the copy is retried after the purge.
+      set: {
+        state: 'available',
+        objectKey: sql`case when ${blobPlacements.state} = 'available' then ${blobPlacements.objectKey} else null end`,
+        verifiedAt: sql`now()`,
+      },
       setWhere: sql`${blobPlacements.state} <> 'purging'`,
     })
-    .returning({ id: blobPlacements.id });
+    // xmax is 0 on a freshly inserted row version and non-zero on one written by the update.
+    .returning({ inserted: sql<boolean>`(xmax = 0)` });
   if (rows.length === 0) throw new ReplicationError('targetUnavailable', 'the target copy is being garbage-collected; retrying after');
+  // Thrown inside the caller's transaction: the insert is rolled back.
+  if (opts.hadPlacement && rows[0]!.inserted) throw new ReplicationError('targetUnavailable', 'the target copy was garbage-collected meanwhile; copying again');
 }
 
 export async function deletePlacement(tx: DbOrTx, blobId: number, locationId: number): Promise<void> {

@@ -3,7 +3,7 @@
 import { presented } from '../../auth/authenticate.ts';
 import { authorizeV2, insufficientScope, isInsufficientScope } from '../../auth/v2-access.ts';
 import type { Principal } from '../../auth/principal.ts';
-import { linkBlob, linkedBlob } from '../../registry/blobs.ts';
+import { linkedBlob, mountBlob } from '../../registry/blobs.ts';
 import { parseDigest } from '../../registry/digest.ts';
 import { isRepositoryName } from '../../registry/names.ts';
 import { findRepository } from '../../registry/repositories.ts';
@@ -90,7 +90,8 @@ export async function startUploadRoute(r: V2Request): Promise<void> {
 
 /** Links a blob from another repository the principal may pull, or one it already has. */
 async function tryMount(r: V2Request, digest: string, from: string | undefined): Promise<boolean> {
-  if (await linkedBlob(r.s.db, r.repo.id, digest)) return true;
+  const own = await linkedBlob(r.s.db, r.repo.id, digest);
+  if (own) return mountBlob(r.s.db, own, r.repo.id);
   if (!from || !isRepositoryName(from)) return false;
   try {
     await authorizeV2(r.s, presented(r.ctx), { repository: from, actions: ['pull'] });
@@ -104,8 +105,7 @@ async function tryMount(r: V2Request, digest: string, from: string | undefined):
   if (!source) return false;
   const blob = await linkedBlob(r.s.db, source.id, digest);
   if (!blob) return false;
-  await linkBlob(r.s.db, r.repo.id, blob.id);
-  return true;
+  return mountBlob(r.s.db, blob, r.repo.id);
 }
 
 function parseContentRange(raw: string): { start: number; end: number } | undefined {
