@@ -5,6 +5,7 @@ import type { Services } from '../platform/services.ts';
 import { placementsRemoved } from '../replication/placements.ts';
 import { deleteUnplacedBlobs, locationsWithPendingDeletions, markGarbage, type PurgeBatch, purgeLocationBatch } from '../gc/blobs.ts';
 import { expireUntaggedManifests } from '../gc/manifests.ts';
+import { type GcRunRecord, recordGcRun } from '../gc/runs.ts';
 
 export function createGcActivities(s: Pick<Services, 'db' | 'redis' | 'locations' | 'config' | 'logger'>) {
   const deps = { db: s.db, locations: s.locations };
@@ -13,7 +14,7 @@ export function createGcActivities(s: Pick<Services, 'db' | 'redis' | 'locations
     /** MERIDIAN_GC_GRACE of the workers (the workflow cannot read the environment). */
     gcGraceSeconds: async (): Promise<number> => s.config.gcGraceSeconds,
 
-    expireUntaggedManifests: (input: { graceSeconds: number; limit: number; dryRun: boolean }) => expireUntaggedManifests(s.db, input),
+    expireUntaggedManifests: (input: { graceSeconds: number; limit: number; dryRun: boolean; afterId?: number }) => expireUntaggedManifests(s.db, input),
 
     async markGarbage(input: { graceSeconds: number; afterBlobId: number; limit: number; dryRun: boolean }) {
       const page = await markGarbage(deps, input);
@@ -24,22 +25,33 @@ export function createGcActivities(s: Pick<Services, 'db' | 'redis' | 'locations
 
     gcPendingLocations: () => locationsWithPendingDeletions(deps),
 
-    /** Purges the location's marked copies, batch after batch, for up to a few minutes. */
+    /** Purges the location's marked copies, batch after batch, for up to a few minutes. Beats
+     * every few seconds, also while a batch waits on storage or a row lock, so a worker that
+     * died is noticed by the short heartbeat timeout rather than after minutes. */
     async purgeLocation(input: { location: string; batch: number; maxBatches: number }): Promise<PurgeBatch> {
+      const ctx = Context.current();
       const total: PurgeBatch = { deleted: 0, bytes: 0, remaining: true };
-      for (let i = 0; i < input.maxBatches && total.remaining; i++) {
-        Context.current().heartbeat(total);
-        const b = await purgeLocationBatch(deps, { location: input.location, limit: input.batch });
-        total.deleted += b.deleted;
-        total.bytes += b.bytes;
-        total.remaining = b.remaining;
-        // Pull paths cache placements: removed ones must not be served from the cache.
-        if (b.deleted > 0) await placementsRemoved(s.redis);
+      const beat = setInterval(() => ctx.heartbeat(total), 5000);
+      try {
+        for (let i = 0; i < input.maxBatches && total.remaining; i++) {
+          ctx.heartbeat(total);
+          const b = await purgeLocationBatch(deps, { location: input.location, limit: input.batch });
+          total.deleted += b.deleted;
+          total.bytes += b.bytes;
+          total.remaining = b.remaining;
+          // Pull paths cache placements: removed ones must not be served from the cache.
+          if (b.deleted > 0) await placementsRemoved(s.redis);
+        }
+      } finally {
+        clearInterval(beat);
       }
       if (total.deleted > 0) log.info({ location: input.location, deleted: total.deleted, bytes: total.bytes }, 'garbage deleted');
       return total;
     },
 
     deleteUnplacedBlobs: (input: { limit: number }) => deleteUnplacedBlobs(deps, input),
+
+    /** The finished run, for the API's last run and the metrics. */
+    recordGcRun: (run: GcRunRecord) => recordGcRun(s.db, run),
   };
 }

@@ -1,10 +1,11 @@
 // GET /metrics: Prometheus text. This process's metrics, the cluster-wide replication counters
-// kept in Redis, and gauges read at scrape time (location health, outbox depth). What it shows
-// (locations, regions, traffic) is not for everyone: MERIDIAN_METRICS_TOKEN makes it require
+// kept in Redis, and gauges read at scrape time (location health, outbox depth, garbage
+// collection). What it shows (locations, regions, traffic) is not for everyone: MERIDIAN_METRICS_TOKEN makes it require
 // `Authorization: Bearer <token>`, and MERIDIAN_METRICS_ADDRESS serves it on a separate listener
 // (an address only the scraper reaches) instead of the API's port.
 import { timingSafeEqual } from 'node:crypto';
 import Koa from 'koa';
+import { gcExposition, gcSummary } from '../gc/runs.ts';
 import { plainErrors } from './health.ts';
 import { router } from './router.ts';
 import { outboxDepth } from '../platform/outbox.ts';
@@ -64,6 +65,7 @@ export function metricsRoutes(s: Services): Route[] {
           s.metrics.process.registry.metrics(),
           s.metrics.replication.exposition(),
           gauges(s).catch((e: unknown) => `# gauges unavailable: ${(e as Error).message.replace(/\n/g, ' ')}\n`),
+          gcSummary(s.db).then(gcExposition, (e: unknown) => `# gc metrics unavailable: ${(e as Error).message.replace(/\n/g, ' ')}\n`),
         ]);
         ctx.set('Content-Type', s.metrics.process.registry.contentType);
         ctx.body = parts.join('');

@@ -32,12 +32,17 @@ export interface GcProgress {
   blobRowsDeleted: number;
   /** Last blob id marked from (carried across continue-as-new). */
   cursor: number;
+  /** Last manifest id a dry run examined (a dry run deletes nothing, so it pages by id). */
+  manifestCursor?: number;
+  /** When the run's first execution started (ISO; carried across continue-as-new). */
+  startedAt?: string;
 }
 
 export interface CollectGarbageInput {
   /** Report what would be deleted; change nothing. */
   dryRun?: boolean;
-  /** Overrides MERIDIAN_GC_GRACE for this run (seconds). */
+  /** Overrides MERIDIAN_GC_GRACE for this run (seconds); a namespace's own grace period still
+   * applies to its manifests and blobs. */
   graceSeconds?: number;
   /** Carried across continue-as-new. */
   progress?: GcProgress;

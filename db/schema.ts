@@ -35,6 +35,8 @@ export const namespaces = pgTable(
     kind: text('kind', { enum: ['user', 'organization'] }).notNull(),
     /** Per-namespace replication: the locations this namespace's blobs go to; null = the defaults. */
     replicationLocations: text('replication_locations').array(),
+    /** Per-namespace GC grace period (Quay's time machine), seconds; null = MERIDIAN_GC_GRACE. */
+    gcGraceSeconds: integer('gc_grace_seconds'),
     createdAt: createdAt(),
   },
   (t) => [uniqueIndex('namespaces_name_key').on(t.name)],
@@ -476,4 +478,26 @@ export const blobVersion = pgTable(
     version: bigint('version', { mode: 'bigint' }).notNull().default(sql`0`),
   },
   (t) => [check('blob_version_single_row', sql`${t.id} = 1`)],
+);
+
+// ---------------------------------------------------------------- garbage collection
+
+/** Finished garbage-collection runs and dry runs (scheduled or manual): what the API and the
+ * metrics report as the last run, what was reclaimable and what was reclaimed per location. */
+export const gcRuns = pgTable(
+  'gc_runs',
+  {
+    id: id(),
+    workflowId: text('workflow_id').notNull(),
+    runId: text('run_id').notNull(),
+    dryRun: boolean('dry_run').notNull(),
+    /** completed; partial: a location gave up (its copies wait for the next run); failed. */
+    outcome: text('outcome', { enum: ['completed', 'partial', 'failed'] }).notNull(),
+    startedAt: timestamp('started_at', { withTimezone: true }).notNull(),
+    finishedAt: timestamp('finished_at', { withTimezone: true }).notNull().defaultNow(),
+    /** The run's final progress (contract/gc.ts GcProgress), and its error when it failed. */
+    report: jsonb('report').notNull(),
+    error: text('error'),
+  },
+  (t) => [uniqueIndex('gc_runs_run_key').on(t.runId), index('gc_runs_finished_idx').on(t.dryRun, t.finishedAt)],
 );

@@ -33,16 +33,25 @@ function ids(list: number[]) {
   );
 }
 
-/** The candidate condition: unreferenced, and nothing (push, link, row) newer than the cutoff.
- * `keptOnly`: references from manifests about to expire do not count (a dry run's forecast,
- * the query then needs the `kept` set of gc/manifests.ts). */
-function unreferencedBefore(cutoff: ReturnType<typeof sql>, keptOnly = false) {
+/** A blob's grace period: the longest of those of the namespaces it is linked in (each its own
+ * gc_grace_seconds, else the run's), the run's when it is linked nowhere. `b` is the blob. */
+const blobGrace = (graceSeconds: number) => sql`coalesce(
+  (select max(coalesce(n.gc_grace_seconds, ${graceSeconds})) from repository_blobs rb
+     join repositories r on r.id = rb.repository_id join namespaces n on n.id = r.namespace_id
+   where rb.blob_id = b.id),
+  ${graceSeconds})`;
+
+/** The candidate condition: unreferenced, and nothing (push, link, row) newer than the blob's
+ * grace period. `keptOnly`: references from manifests about to expire do not count (a dry run's
+ * forecast, the query then needs the `kept` set of gc/manifests.ts). */
+function unreferenced(graceSeconds: number, keptOnly = false) {
+  const cutoff = sql`(now() - make_interval(secs => ${blobGrace(graceSeconds)}))`;
   const referenced = keptOnly
     ? sql`exists (select 1 from manifest_blobs mb join kept k on k.id = mb.manifest_id where mb.blob_id = b.id)`
     : sql`exists (select 1 from manifest_blobs mb where mb.blob_id = b.id)`;
   return sql`
-    b.created_at < ${cutoff}
-    and not ${referenced}
+    not ${referenced}
+    and b.created_at < ${cutoff}
     and not exists (select 1 from blob_placements p where p.blob_id = b.id and p.verified_at >= ${cutoff})
     and not exists (select 1 from repository_blobs rb where rb.blob_id = b.id and rb.created_at >= ${cutoff})`;
 }
@@ -66,14 +75,14 @@ export interface MarkPage {
 
 /**
  * Marks (or with dryRun only counts) the garbage among the next `limit` blobs after `afterBlobId`:
- * blobs no manifest references, created, placed, verified and linked before now − graceSeconds.
+ * blobs no manifest references, created, placed, verified and linked before their grace period
+ * (blobGrace) began.
  */
 export async function markGarbage(
   d: GcBlobDeps,
   input: { graceSeconds: number; afterBlobId: number; limit: number; dryRun: boolean },
 ): Promise<MarkPage> {
   await d.locations.fresh();
-  const cutoff = sql`now() - make_interval(secs => ${input.graceSeconds})`;
   const page = await d.db.execute<{ id: number }>(sql`
     select b.id from blobs b where b.id > ${input.afterBlobId} order by b.id limit ${input.limit}`);
   const scanned = page.length;
@@ -86,13 +95,13 @@ export async function markGarbage(
     if (input.dryRun) {
       const rows = await tx.execute<{ id: number }>(sql`
         ${keptSet(input.graceSeconds)}
-        select b.id from blobs b where b.id in (${ids(pageIds)}) and ${unreferencedBefore(cutoff, true)}`);
+        select b.id from blobs b where b.id in (${ids(pageIds)}) and ${unreferenced(input.graceSeconds, true)}`);
       chosen = rows.map((r) => Number(r.id));
     } else {
       // Lock first; the next statement starts after the lock is granted and so sees every
       // reference committed before it (a manifest PUT or push holding the row finished first).
       const locked = await tx.execute<{ id: number }>(sql`
-        select b.id from blobs b where b.id in (${ids(pageIds)}) and ${unreferencedBefore(cutoff)}
+        select b.id from blobs b where b.id in (${ids(pageIds)}) and ${unreferenced(input.graceSeconds)}
         order by b.id for update skip locked`);
       chosen = locked.map((r) => Number(r.id));
     }
@@ -105,7 +114,7 @@ export async function markGarbage(
     return tx.execute<{ blob_id: number; location_id: number; size: number }>(sql`
       update blob_placements p set state = 'deleting'
       from blobs b
-      where b.id = p.blob_id and p.blob_id in (${ids(chosen)}) and p.state = 'available' and ${unreferencedBefore(cutoff)}
+      where b.id = p.blob_id and p.blob_id in (${ids(chosen)}) and p.state = 'available' and ${unreferenced(input.graceSeconds)}
       returning p.blob_id, p.location_id, b.size`);
   };
   const placed = input.dryRun ? await run(d.db) : await d.db.transaction(run);

@@ -4,7 +4,18 @@
 // own task queue (in parallel; a location that is down is retried until it is back and delays
 // only its own deletions), and finally deletes the blob rows left with no copy. gc/blobs.ts
 // describes the protocol that keeps concurrent pushes safe.
-import { continueAsNew, proxyActivities, setCurrentDetails, setHandler, upsertSearchAttributes, workflowInfo } from '@temporalio/workflow';
+import {
+  CancellationScope,
+  ContinueAsNew,
+  continueAsNew,
+  isCancellation,
+  patched,
+  proxyActivities,
+  setCurrentDetails,
+  setHandler,
+  upsertSearchAttributes,
+  workflowInfo,
+} from '@temporalio/workflow';
 import type * as activities from '../activities/gc.ts';
 import { type CollectGarbageInput, type GcLocationTally, type GcProgress, gcProgressQuery } from '../contract/gc.ts';
 import { copyTaskQueue, SEARCH_ATTRIBUTES } from '../temporal.config.ts';
@@ -19,7 +30,8 @@ const purgeAt = (location: string) =>
   proxyActivities<Activities>({
     taskQueue: copyTaskQueue(location),
     startToCloseTimeout: '10 minutes',
-    heartbeatTimeout: '2 minutes',
+    // The activity beats every 5 s: a dead worker's purge is retried elsewhere after 30 s.
+    heartbeatTimeout: '30 seconds',
     scheduleToCloseTimeout: '6 hours',
     retry: { initialInterval: '1 second', backoffCoefficient: 2, maximumInterval: '30 seconds' },
   }).purgeLocation;
@@ -54,7 +66,41 @@ export async function collectGarbage(input: CollectGarbageInput = {}): Promise<G
     blobRowsDeleted: 0,
     cursor: 0,
   };
+  p.startedAt ??= workflowInfo().startTime.toISOString();
   setHandler(gcProgressQuery, () => p);
+  // Runs recorded in gc_runs (last run, reclaimed bytes: API and metrics); earlier releases'
+  // runs did not record themselves.
+  const recording = patched('gc-record-runs');
+  const record = (outcome: 'completed' | 'partial' | 'failed', error?: string) =>
+    control.recordGcRun({
+      workflowId: workflowInfo().workflowId,
+      runId: workflowInfo().firstExecutionRunId,
+      dryRun: p.dryRun,
+      startedAt: p.startedAt!,
+      outcome,
+      report: p,
+      ...(error ? { error } : {}),
+    });
+  try {
+    await collect(input, p);
+  } catch (e) {
+    if (recording && !(e instanceof ContinueAsNew)) {
+      const reason = isCancellation(e) ? 'cancelled' : failureMessage(e);
+      // The run's own failure is what its caller sees, even if recording it fails too.
+      await CancellationScope.nonCancellable(() => record('failed', reason)).catch(() => undefined);
+    }
+    throw e;
+  }
+  if (recording) await record(p.failedLocations.length > 0 ? 'partial' : 'completed');
+  return p;
+}
+
+function failureMessage(e: unknown): string {
+  const cause = (e as { cause?: unknown }).cause;
+  return cause instanceof Error ? cause.message : e instanceof Error ? e.message : String(e);
+}
+
+async function collect(input: CollectGarbageInput, p: GcProgress): Promise<void> {
   if (p.graceSeconds < 0) p.graceSeconds = await control.gcGraceSeconds();
   const show = () => {
     const reclaimed = p.reclaimedPerLocation.reduce((a, t) => a + t.bytes, 0);
@@ -76,12 +122,22 @@ export async function collectGarbage(input: CollectGarbageInput = {}): Promise<G
   };
   show();
 
+  // A dry run deletes nothing, so it pages through the manifests by id (earlier releases stopped
+  // after the first page); a run deletes a batch at a time until a batch comes back short.
+  const dryRunPages = p.dryRun && patched('gc-dry-run-pages');
   while (p.phase === 'manifests') {
-    const r = await control.expireUntaggedManifests({ graceSeconds: p.graceSeconds, limit: MANIFEST_BATCH, dryRun: p.dryRun });
+    const r = await control.expireUntaggedManifests({
+      graceSeconds: p.graceSeconds,
+      limit: MANIFEST_BATCH,
+      dryRun: p.dryRun,
+      ...(dryRunPages ? { afterId: p.manifestCursor ?? 0 } : {}),
+    });
     p.manifestsDeleted += r.count;
     p.manifestSample = [...p.manifestSample, ...r.sample].slice(0, 10);
-    // A dry run deletes nothing, so one page is all it can see.
-    if (p.dryRun || r.count < MANIFEST_BATCH) p.phase = 'mark';
+    if (dryRunPages) {
+      p.manifestCursor = r.nextCursor;
+      if (r.done) p.phase = 'mark';
+    } else if (p.dryRun || r.count < MANIFEST_BATCH) p.phase = 'mark';
     show();
     await maybeContinue();
   }
@@ -131,5 +187,4 @@ export async function collectGarbage(input: CollectGarbageInput = {}): Promise<G
     show();
     await maybeContinue();
   }
-  return p;
 }

@@ -1,4 +1,5 @@
-// `meridian gc run [--dry-run]` and `meridian gc status`: garbage collection.
+// `meridian gc run [--dry-run]`, `meridian gc status`, `meridian gc summary` and
+// `meridian gc grace <namespace> [seconds|default]`: garbage collection.
 import { Command, InvalidArgumentError } from 'commander';
 import { api, type ApiTarget, CliError, type CliIo } from '../client.ts';
 import { followProgress, mib } from '../progress.ts';
@@ -97,5 +98,45 @@ export function gcCommand(io: CliIo, target: () => ApiTarget): Command {
         else report(io, r.progress);
       }
     });
+  gc.command('summary')
+    .description('last run and dry run, bytes reclaimable, waiting and reclaimed per location')
+    .option('--json', 'print the API answer')
+    .action(async (o: { json?: boolean }) => {
+      const { json } = await api(target(), 'GET', '/gc/summary');
+      if (o.json) return io.out(JSON.stringify(json, null, 2));
+      const s = json as Summary;
+      for (const [what, r] of [
+        ['last run', s.lastRun],
+        ['last dry run', s.lastDryRun],
+      ] as const) {
+        io.out(r ? `${what}: ${r.outcome}, finished ${r.finishedAt}${r.error ? ` (${r.error})` : ''}` : `${what}: none recorded`);
+      }
+      const locations = [...new Set([...s.reclaimable, ...s.pending, ...s.reclaimed].map((t) => t.location))].sort();
+      const bytes = (list: Tally[], l: string) => mib(list.find((t) => t.location === l)?.bytes ?? 0);
+      for (const l of locations) {
+        io.out(`  ${l.padEnd(12)} reclaimable ${bytes(s.reclaimable, l).padStart(10)}  waiting ${bytes(s.pending, l).padStart(10)}  reclaimed ${bytes(s.reclaimed, l).padStart(10)}`);
+      }
+    });
+  gc.command('grace')
+    .description("show or set a namespace's own grace period (seconds, or `default` for MERIDIAN_GC_GRACE)")
+    .argument('<namespace>')
+    .argument('[seconds]', 'seconds, or `default`')
+    .action(async (namespace: string, value: string | undefined) => {
+      const path = `/namespace/${encodeURIComponent(namespace)}/gc`;
+      const { json } =
+        value === undefined
+          ? await api(target(), 'GET', path)
+          : await api(target(), 'PUT', path, { grace_seconds: value === 'default' ? null : seconds(value) });
+      const g = json as { namespace: string; grace_seconds: number | null };
+      io.out(`${g.namespace}: grace ${g.grace_seconds === null ? 'default (MERIDIAN_GC_GRACE)' : `${g.grace_seconds} s`}`);
+    });
   return gc;
+}
+
+interface Summary {
+  lastRun: { outcome: string; finishedAt: string; error: string | null } | null;
+  lastDryRun: { outcome: string; finishedAt: string; error: string | null } | null;
+  reclaimable: Tally[];
+  pending: Tally[];
+  reclaimed: Tally[];
 }
