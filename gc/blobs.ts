@@ -111,11 +111,15 @@ export async function markGarbage(
         select p.blob_id, p.location_id, b.size from blob_placements p join blobs b on b.id = p.blob_id
         where p.blob_id in (${ids(chosen)}) and p.state = 'available'`);
     }
-    return tx.execute<{ blob_id: number; location_id: number; size: number }>(sql`
+    const marked = await tx.execute<{ blob_id: number; location_id: number; size: number }>(sql`
       update blob_placements p set state = 'deleting'
       from blobs b
       where b.id = p.blob_id and p.blob_id in (${ids(chosen)}) and p.state = 'available' and ${unreferenced(input.graceSeconds)}
       returning p.blob_id, p.location_id, b.size`);
+    // Marked blobs are unknown to pulls from the commit on: API processes cache which blobs a
+    // repository may serve per blob version (registry/blob-server.ts).
+    if (marked.length > 0) await tx.execute(sql`update blob_version set version = version + 1 where id = 1`);
+    return marked;
   };
   const placed = input.dryRun ? await run(d.db) : await d.db.transaction(run);
   const tallies = new Map<number, LocationTally>();

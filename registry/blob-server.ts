@@ -11,7 +11,7 @@ import type { Services } from '../platform/services.ts';
 import { cachedPlacements } from '../replication/placements.ts';
 import { ObjectNotFoundError, StorageUnavailableError } from '../storage/driver.ts';
 import type { Location } from '../storage/locations.ts';
-import { type BlobRow, linkedBlob } from './blobs.ts';
+import { type BlobRow, servableBlob } from './blobs.ts';
 import { type BlobCopy, readCopies } from './placement.ts';
 
 export type BlobServerDeps = Pick<Services, 'db' | 'redis' | 'placement'> & {
@@ -73,14 +73,16 @@ export function resolveRange(range: RangeRequest | undefined, size: number): { s
 }
 
 // Which blobs each repository may use, remembered per blobs version (platform/cache-versions.ts):
-// every transaction that deletes a blob or a link bumps it, so a deleted blob is never answered
-// from here; a blob not found is not remembered (pushing it does not bump the version).
+// every transaction that deletes a blob or a link bumps it, and so does GC's mark (a marked blob
+// is unknown to pulls: HEAD too, or a client told it exists would skip pushing it), so neither is
+// ever answered from here; a blob not found is not remembered (pushing it does not bump the
+// version, and a push revives a marked blob).
 const links = new WeakMap<object, SnapshotSeries<VersionedMemo>>();
 
 function cachedLinkedBlob(d: Pick<BlobServerDeps, 'db'>, blobsVersion: bigint, repositoryId: number, digest: string): Promise<BlobRow | undefined> {
   let series = links.get(d.db);
   if (!series) links.set(d.db, (series = new SnapshotSeries((v) => new VersionedMemo(v))));
-  return series.at(blobsVersion).memoFound(`${repositoryId} ${digest}`, () => linkedBlob(d.db, repositoryId, digest));
+  return series.at(blobsVersion).memoFound(`${repositoryId} ${digest}`, () => servableBlob(d.db, repositoryId, digest));
 }
 
 /**
@@ -101,16 +103,12 @@ export async function serveBlob(
   },
 ): Promise<ServedBlob> {
   const row =
-    req.blobsVersion === undefined ? await linkedBlob(d.db, req.repositoryId, req.digest) : await cachedLinkedBlob(d, req.blobsVersion, req.repositoryId, req.digest);
+    req.blobsVersion === undefined ? await servableBlob(d.db, req.repositoryId, req.digest) : await cachedLinkedBlob(d, req.blobsVersion, req.repositoryId, req.digest);
   if (!row) throw new BlobUnknownError(req.digest, 'blob unknown to registry');
   const blob: BlobInfo = { digest: row.digest, size: row.size };
-  // A blob whose copies garbage collection has marked or is deleting is unknown to pulls (HEAD
-  // too: a client that is told the blob exists skips pushing it); a push of it revives it.
-  const placements = await cachedPlacements(d.db, d.redis, row);
-  if (placements.length === 0) throw new BlobUnknownError(req.digest, 'blob unknown to registry');
   if (req.method === 'HEAD') return { kind: 'metadata', blob };
   const range = resolveRange(req.range, blob.size);
-  const candidates = await readCopies(d.placement, row.digest, placements);
+  const candidates = await readCopies(d.placement, row.digest, await cachedPlacements(d.db, d.redis, row));
   if (candidates.length === 0) throw new BlobUnknownError(req.digest, 'blob has no stored copy');
   if (blob.size === 0) return { kind: 'stream', blob, location: undefined, body: Readable.from([]), length: 0 };
   if (d.config.blobServeMode === 'redirect') {

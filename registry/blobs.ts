@@ -33,6 +33,22 @@ export async function linkedBlob(db: DbOrTx, repositoryId: number, digest: strin
   return row?.blob;
 }
 
+/** The blob, when the repository may use it and a copy of it is available: one whose copies
+ * garbage collection has marked or is deleting is unknown to pulls (until a push revives it). */
+export async function servableBlob(db: DbOrTx, repositoryId: number, digest: string): Promise<BlobRow | undefined> {
+  const [row] = await db
+    .select({ blob: blobs })
+    .from(blobs)
+    .innerJoin(repositoryBlobs, and(eq(repositoryBlobs.blobId, blobs.id), eq(repositoryBlobs.repositoryId, repositoryId)))
+    .where(
+      and(
+        eq(blobs.digest, digest),
+        sql`exists (select 1 from ${blobPlacements} p where p.blob_id = ${blobs.id} and p.state = 'available')`,
+      ),
+    );
+  return row?.blob;
+}
+
 /** Which of the digests the repository may use. */
 export async function linkedDigests(db: DbOrTx, repositoryId: number, digests: string[]): Promise<Map<string, BlobRow>> {
   if (digests.length === 0) return new Map();
