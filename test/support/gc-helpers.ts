@@ -73,7 +73,7 @@ export async function retrying503<T>(fn: () => Promise<T>, counter?: { retries: 
   }
 }
 
-/** A small image (config and one layer) that can be pushed again byte for byte. */
+/** A small image (a config and `layers` layers) that can be pushed again byte for byte. */
 export interface TestImage {
   repo: string;
   tag: string;
@@ -82,19 +82,19 @@ export interface TestImage {
   mediaType: string;
 }
 
-export function makeImage(repo: string, tag: string, layerSize = 2048): TestImage {
+export function makeImage(repo: string, tag: string, layerSize = 2048, layerCount = 1): TestImage {
   const config = Buffer.from(JSON.stringify({ architecture: 'amd64', os: 'linux', nonce: randomBytes(8).toString('hex') }));
-  const layer = randomBytes(layerSize);
+  const layers = Array.from({ length: layerCount }, () => randomBytes(layerSize));
   const mediaType = 'application/vnd.oci.image.manifest.v1+json';
   const manifest = Buffer.from(
     JSON.stringify({
       schemaVersion: 2,
       mediaType,
       config: { mediaType: 'application/vnd.oci.image.config.v1+json', digest: sha256(config), size: config.length },
-      layers: [{ mediaType: 'application/vnd.oci.image.layer.v1.tar+gzip', digest: sha256(layer), size: layer.length }],
+      layers: layers.map((l) => ({ mediaType: 'application/vnd.oci.image.layer.v1.tar+gzip', digest: sha256(l), size: l.length })),
     }),
   );
-  return { repo, tag, blobs: [config, layer], manifest, mediaType };
+  return { repo, tag, blobs: [config, ...layers], manifest, mediaType };
 }
 
 /** Pushes every blob (always uploading, as a client that was told the blob is unknown does),
