@@ -41,6 +41,8 @@ function activityProxy(): Record<string, Fake> {
     'beginMirrorRun', 'planMirrorRun', 'loadMirrorPlan', 'mirrorTag', 'recordMirrorTagFailure', 'pruneMirrorTags',
     'rollbackMirrorRun', 'finishMirrorRun', 'mirrorWebhookTargets', 'deliverMirrorWebhook',
     'scrubPage', 'checkScrubRepairs', 'scrubFinished', 'orphanGraceSeconds', 'orphanSweepLocations', 'sweepLocationOrphans',
+    'gcGraceSeconds', 'expireUntaggedManifests', 'markGarbage', 'gcPendingLocations', 'purgeLocation', 'deleteUnplacedBlobs',
+    'recordGcRun',
   ];
   return Object.fromEntries(
     names.map((n) => [
@@ -367,6 +369,78 @@ const SCENARIOS: Scenario[] = [
     start: (c) => start(c, 'deliverMirrorNotification', 'mirror-notify/refused', { subscriptionId: 's', event: 'repo_mirror_sync_failed', deliveryId: 'd', payload: {} }),
   },
 ];
+
+/** collectGarbage's activities: `pages` pages of blobs to mark; `failing` locations whose purge gives up. */
+function gcActivities(opts: { pages: number; failing?: string[]; manifestPages?: number }): Record<string, Fake> {
+  let manifestCalls = 0;
+  return {
+    gcGraceSeconds: () => 86400,
+    expireUntaggedManifests: (input: { afterId?: number; limit: number }) => {
+      manifestCalls++;
+      const last = manifestCalls >= (opts.manifestPages ?? 1);
+      return { count: last ? 3 : input.limit, sample: [DIGEST(manifestCalls)], nextCursor: (input.afterId ?? 0) + input.limit, done: last };
+    },
+    markGarbage: (input: { afterBlobId: number; limit: number }) => {
+      const page = input.afterBlobId / input.limit + 1;
+      return {
+        scanned: input.limit,
+        marked: 2,
+        bytes: 2048,
+        perLocation: LOCATIONS.map((location) => ({ location, blobs: 2, bytes: 2048 })),
+        nextCursor: input.afterBlobId + input.limit,
+        done: page >= opts.pages,
+      };
+    },
+    gcPendingLocations: () => LOCATIONS,
+    purgeLocation: (input: { location: string }) => {
+      if (opts.failing?.includes(input.location)) throw ApplicationFailure.nonRetryable(`${input.location} refused the deletes`);
+      return { deleted: 2 * opts.pages, bytes: 2048 * opts.pages, remaining: false };
+    },
+    deleteUnplacedBlobs: () => 2 * opts.pages,
+    recordGcRun: () => undefined,
+  };
+}
+
+// collectGarbage-release1-complete and -release1-dry-run are the first release's runs (workflow
+// code of 667a816, recorded with the scenarios below under their old names): kept so that its
+// patched() changes keep replaying them.
+SCENARIOS.push(
+  {
+    // Since the 'gc-record-runs' patch: the run records itself (last run, reclaimed bytes).
+    name: 'collectGarbage-complete',
+    activities: gcActivities({ pages: 2 }),
+    start: (c) => start(c, 'collectGarbage', 'gc/run', { graceSeconds: 0 }),
+  },
+  {
+    // A run long enough for Temporal to suggest continuing as new (mark pages).
+    name: 'collectGarbage-continue-as-new',
+    activities: gcActivities({ pages: 12 }),
+    start: (c) => start(c, 'collectGarbage', 'gc/scheduled', {}),
+  },
+  {
+    // Since 'gc-dry-run-pages': a dry run pages through every expired manifest.
+    name: 'collectGarbage-dry-run',
+    activities: gcActivities({ pages: 1, manifestPages: 3 }),
+    start: (c) => start(c, 'collectGarbage', 'gc/dry-run', { dryRun: true }),
+  },
+  {
+    // One location gives up: the others finish, the run completes as partial.
+    name: 'collectGarbage-location-failed',
+    activities: gcActivities({ pages: 1, failing: ['ap-south'] }),
+    start: (c) => start(c, 'collectGarbage', 'gc/partial', { graceSeconds: 0 }),
+  },
+  {
+    // The database refuses: the run fails, and records that it did.
+    name: 'collectGarbage-failed',
+    activities: {
+      ...gcActivities({ pages: 1 }),
+      markGarbage: () => {
+        throw ApplicationFailure.nonRetryable('permission denied for table blobs');
+      },
+    },
+    start: (c) => start(c, 'collectGarbage', 'gc/failed', { graceSeconds: 0 }),
+  },
+);
 
 async function cancelWhenActivityRuns(handle: WorkflowHandle): Promise<void> {
   for (;;) {
