@@ -121,6 +121,6 @@ describe('garbage collection racing pushes', () => {
     const [rows] = await database.db.execute<{ n: number }>(sql`select count(*)::int as n from blob_placements where state <> 'available'`);
     expect(rows?.n).toBe(0);
     step('checked');
-    console.log(`race: ${digests.length} blobs marked; ${reclaimed} copies deleted by the run and copied again; ${counter.retries} pushes retried after 503`);
+    console.log(`race: ${digests.length} blobs marked; ${reclaimed} copies deleted by the run; ${counter.retries} pushes retried after 503`);
   }, 300_000);
 });
