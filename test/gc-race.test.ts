@@ -122,5 +122,5 @@ describe('garbage collection racing pushes', () => {
     expect(rows?.n).toBe(0);
     step('checked');
     console.log(`race: ${digests.length} blobs marked; ${reclaimed} copies deleted by the run; ${counter.retries} pushes retried after 503`);
-  }, 300_000);
+  }, 420_000);
 });
