@@ -6,6 +6,7 @@
 //
 //   npx tsx bench/fuzz.ts [--requests 100000] [--seed 1] [--concurrency 8]
 //
+// (Ctrl-C stops sending and prints the report of what was sent, with a non-zero exit.)
 // starts its own throw-away stack (loopback only), prints requests sent, answers by status and
 // every 5xx with its request, and exits non-zero on any 5xx or if the server stopped answering.
 // test/security-fuzz.test.ts runs a short seeded run of the same generator in `npm test`.
@@ -298,13 +299,19 @@ export function* malformedRequests(seed: number, count: number, t: FuzzTarget): 
 }
 
 /** Sends `count` generated requests to `baseUrl`, `concurrency` at a time. */
-export async function fuzz(baseUrl: string, t: FuzzTarget, opts: { count: number; seed: number; concurrency?: number; onProgress?: (sent: number) => void }): Promise<FuzzReport> {
+export async function fuzz(
+  baseUrl: string,
+  t: FuzzTarget,
+  opts: { count: number; seed: number; concurrency?: number; onProgress?: (sent: number) => void; signal?: AbortSignal },
+): Promise<FuzzReport> {
   const report: FuzzReport = { sent: 0, byStatus: {}, serverErrors: [], transportErrors: [] };
   const gen = malformedRequests(opts.seed, opts.count, t);
   // A pool rather than request(url): the path goes out as generated, dot segments and bad escapes included.
   const pool = new Pool(new URL(baseUrl).origin, { connections: opts.concurrency ?? 8 });
   const worker = async () => {
     for (;;) {
+      // Interrupted (Ctrl-C on the command line): stop sending, report what was sent.
+      if (opts.signal?.aborted) return;
       const next = gen.next();
       if (next.done) return;
       const req = next.value;
@@ -370,12 +377,17 @@ async function main(): Promise<void> {
       await api.services.db.transaction((tx) => createUser(tx, { username: target.username, password: target.password }));
       await createRepository(api.services.db, { fullName: target.repository });
       const started = Date.now();
-      const report = await fuzz(api.url, target, { count, seed, concurrency, onProgress: (n) => console.error(`fuzz: ${n} sent`) });
+      const interrupted = new AbortController();
+      process.once('SIGINT', () => {
+        console.error('fuzz: interrupted; reporting what was sent');
+        interrupted.abort();
+      });
+      const report = await fuzz(api.url, target, { count, seed, concurrency, signal: interrupted.signal, onProgress: (n) => console.error(`fuzz: ${n} sent`) });
       const alive = await request(`${api.url}/v2/`).then(
         async (r) => (await r.body.dump(), r.statusCode === 401),
         () => false,
       );
-      console.log(`requests sent: ${report.sent} in ${((Date.now() - started) / 1000).toFixed(1)} s (seed ${seed})`);
+      console.log(`requests sent: ${report.sent} in ${((Date.now() - started) / 1000).toFixed(1)} s (seed ${seed})${interrupted.signal.aborted ? ` — interrupted before ${count}` : ''}`);
       console.log('answers by status:');
       for (const [status, n] of Object.entries(report.byStatus).sort()) console.log(`  ${status}: ${n}`);
       console.log(`5xx: ${report.serverErrors.length}`);
@@ -383,7 +395,7 @@ async function main(): Promise<void> {
       console.log(`transport errors: ${report.transportErrors.length}`);
       for (const e of report.transportErrors.slice(0, 50)) console.log(`  ${e.request.method} ${e.request.path}: ${e.error}`);
       console.log(`server alive afterwards: ${alive ? 'yes' : 'NO'}`);
-      process.exitCode = report.serverErrors.length === 0 && report.transportErrors.length === 0 && alive ? 0 : 1;
+      process.exitCode = report.serverErrors.length === 0 && report.transportErrors.length === 0 && alive && !interrupted.signal.aborted ? 0 : 1;
     } finally {
       await api.close();
     }
