@@ -8,16 +8,22 @@ export function fatal(message: string, code = 2): never {
   process.exit(code);
 }
 
+/** How a running entry point stops: its shutdown, and how long that may take before the process
+ * is ended anyway (default 15 s). */
+export type Shutdown = (() => Promise<void>) | { stop: () => Promise<void>; forceExitAfterMs: number };
+
 /** Runs main; known start-up errors become a one-line message and a non-zero exit. */
-export function runMain(name: string, main: () => Promise<() => Promise<void>>): void {
+export function runMain(name: string, main: () => Promise<Shutdown>): void {
   main()
-    .then((shutdown) => {
+    .then((running) => {
+      const shutdown = typeof running === 'function' ? running : running.stop;
+      const forceExitAfterMs = typeof running === 'function' ? 15_000 : running.forceExitAfterMs;
       let stopping = false;
       const stop = (signal: string) => {
         if (stopping) return;
         stopping = true;
         process.stderr.write(`${name}: ${signal}, shutting down\n`);
-        const force = setTimeout(() => process.exit(1), 15_000);
+        const force = setTimeout(() => process.exit(1), forceExitAfterMs);
         force.unref();
         shutdown().then(
           () => process.exit(0),

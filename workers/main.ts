@@ -144,6 +144,7 @@ if (import.meta.url === `file://${process.argv[1]}`) {
       { control: opts.control, mirror: opts.mirror, copy: opts.copyLocations },
       'workers running',
     );
-    return () => running.stop();
+    // In-flight activities get the whole shutdown grace (and the rest of the stop some time).
+    return { stop: () => running.stop(), forceExitAfterMs: (config.workerShutdownGraceSeconds + 15) * 1000 };
   });
 }
