@@ -1,6 +1,6 @@
 // GET /metrics: Prometheus text. This process's metrics, the cluster-wide replication counters
-// kept in Redis, and gauges read at scrape time (location health, outbox depth, garbage
-// collection). What it shows (locations, regions, traffic) is not for everyone: MERIDIAN_METRICS_TOKEN makes it require
+// kept in Redis, and gauges read at scrape time (location health, outbox depth, copy queue
+// pollers, garbage collection). What it shows (locations, regions, traffic) is not for everyone: MERIDIAN_METRICS_TOKEN makes it require
 // `Authorization: Bearer <token>`, and MERIDIAN_METRICS_ADDRESS serves it on a separate listener
 // (an address only the scraper reaches) instead of the API's port.
 import { timingSafeEqual } from 'node:crypto';
@@ -9,6 +9,7 @@ import { gcExposition, gcSummary } from '../gc/runs.ts';
 import { plainErrors } from './health.ts';
 import { router } from './router.ts';
 import { outboxDepth } from '../platform/outbox.ts';
+import { copyQueuePollers } from '../platform/task-queues.ts';
 import type { Services } from '../platform/services.ts';
 import { route, type Route } from './router.ts';
 
@@ -20,7 +21,10 @@ async function gauges(s: Services): Promise<string> {
   lines.push('# HELP meridian_location_healthy 1 when the location breaker is closed (healthy), 0 when open.');
   lines.push('# TYPE meridian_location_healthy gauge');
   for (const l of locs) lines.push(`meridian_location_healthy{location="${l.name}",region="${l.region}",state="${l.state}"} ${health.get(l.name)?.healthy ? 1 : 0}`);
-  const depth = await outboxDepth(s.db);
+  const [depth, pollers] = await Promise.all([outboxDepth(s.db), copyQueuePollers(s.temporal.client, locs.map((l) => l.name))]);
+  lines.push('# HELP meridian_copy_queue_pollers Workers polling a location\'s copy queue (meridian-copy-<location>), as Temporal sees them; 0 means copies into it wait. Absent when Temporal cannot be asked.');
+  lines.push('# TYPE meridian_copy_queue_pollers gauge');
+  for (const l of locs) if (pollers.has(l.name)) lines.push(`meridian_copy_queue_pollers{location="${l.name}",region="${l.region}"} ${pollers.get(l.name)}`);
   lines.push('# HELP meridian_outbox_pending Work waiting in the outbox for Temporal (not dead-lettered).');
   lines.push('# TYPE meridian_outbox_pending gauge');
   lines.push(`meridian_outbox_pending ${depth.pending}`);

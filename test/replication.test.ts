@@ -226,5 +226,7 @@ describe('geo-replication', () => {
     const apText = await (await fetch(`${apiApSouth.url}/metrics`)).text();
     expect(apText).toMatch(/meridian_blob_pulls_total\{location="ap-south",mode="redirect"\} [1-9]/);
     expect(text).toMatch(/meridian_outbox_pending \d+/);
+    // Temporal's view of who polls each copy queue (this file's workers poll all three).
+    expect(text).toMatch(/meridian_copy_queue_pollers\{location="eu-west",region="eu-west"\} [1-9]/);
   });
 });
