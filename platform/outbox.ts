@@ -111,7 +111,7 @@ const DELIVERY_DEADLINE_MS = 5000;
 const CLAIM_LEASE_SECONDS = 120;
 const PRUNE_EVERY_MS = 60_000;
 const PRUNE_BATCH = 5000;
-const MAX_PAUSE_MS = 30_000;
+const MAX_PAUSE_MS = 10_000;
 
 /** Backoff for a row Temporal refused: 1 s doubling to 5 min. */
 function retryDelayMs(attempts: number): number {

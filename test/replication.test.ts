@@ -199,10 +199,11 @@ describe('geo-replication', () => {
             .where(inArray(blobs.digest, digests));
           return row?.n;
         },
-        { timeout: 180_000, interval: 2000 },
+        // 200 copies on a busy 2-core machine take 2-3 minutes.
+        { timeout: 240_000, interval: 2000 },
       )
       .toBe(300);
-  }, 300_000);
+  }, 360_000);
 
   it('replicates a namespace with its own policy only to the locations it names', async () => {
     const { setNamespaceReplication } = await import('../replication/namespace-policy.ts');
