@@ -3,6 +3,11 @@
 // cannot do. A small native addon (native/sha, built by the setup script against the system
 // OpenSSL, so SHA-NI where the CPU has it) keeps the OpenSSL context in a Buffer we can save;
 // hash-wasm, about five times slower, stands in where the addon could not be built.
+//
+// Large uploads hash with queue(): the addon hashes batches of chunks on a libuv thread-pool
+// thread, so SHA-256 (the largest CPU cost of a push) runs beside the event loop's socket reads
+// and storage writes instead of between them. The chunks are hashed in order, where they are
+// (no copies); network reads are never modified afterwards.
 import { createHash } from 'node:crypto';
 import { createRequire } from 'node:module';
 import { createSHA256, createSHA512, type IHasher } from 'hash-wasm';
@@ -11,6 +16,13 @@ import type { DigestAlgorithm } from './digest.ts';
 export interface ResumableHasher {
   readonly algorithm: DigestAlgorithm;
   update(chunk: Uint8Array): void;
+  /** Hashes `chunk` after everything before it, off the event loop where the native addon can;
+   * the chunk must not change afterwards. settled() before update, save or digest. */
+  queue(chunk: Uint8Array): void;
+  /** Bytes queued and not hashed yet (for back-pressure). */
+  readonly queuedBytes: number;
+  /** Resolves once every queued chunk is hashed. */
+  settled(): Promise<void>;
   /** The state after everything passed to update so far. */
   save(): Buffer;
   /** `algorithm:hex` of everything passed to update. Ends the hasher. */
@@ -20,6 +32,8 @@ export interface ResumableHasher {
 interface NativeSha {
   init(alg: 256 | 512): Buffer;
   update(alg: 256 | 512, ctx: Buffer, data: Uint8Array): void;
+  /** Absent from an addon built before it was added (setup rebuilds it when sha.c changes). */
+  updateAsync?(alg: 256 | 512, ctx: Buffer, chunks: Uint8Array[]): Promise<void>;
   final(alg: 256 | 512, ctx: Buffer): Buffer;
   contextSize(alg: 256 | 512): number;
 }
@@ -43,20 +57,88 @@ function tag(impl: string, algorithm: DigestAlgorithm): Buffer {
   return Buffer.from(`${impl}:${algorithm}:`);
 }
 
-function nativeHasher(n: NativeSha, algorithm: DigestAlgorithm, ctx: Buffer): ResumableHasher {
-  const alg = bits(algorithm);
-  return {
-    algorithm,
-    update: (chunk) => n.update(alg, ctx, chunk),
-    save: () => Buffer.concat([tag('ossl1', algorithm), ctx]),
-    digest: () => `${algorithm}:${n.final(alg, ctx).toString('hex')}`,
-  };
+/** Queued bytes handed to one thread-pool job: large enough that the job's overhead (a few
+ * microseconds) is noise, small enough that hashing keeps pace with the socket. */
+const BATCH_BYTES = 1024 * 1024;
+
+class NativeHasher implements ResumableHasher {
+  private readonly alg: 256 | 512;
+  private batch: Uint8Array[] = [];
+  private batchBytes = 0;
+  private running: Promise<void> | undefined;
+  private failure: unknown;
+  queuedBytes = 0;
+
+  constructor(
+    private readonly n: NativeSha,
+    readonly algorithm: DigestAlgorithm,
+    private readonly ctx: Buffer,
+  ) {
+    this.alg = bits(algorithm);
+  }
+
+  update(chunk: Uint8Array): void {
+    this.idle();
+    this.n.update(this.alg, this.ctx, chunk);
+  }
+
+  queue(chunk: Uint8Array): void {
+    if (!this.n.updateAsync) return this.update(chunk);
+    this.batch.push(chunk);
+    this.batchBytes += chunk.length;
+    this.queuedBytes += chunk.length;
+    if (!this.running && this.batchBytes >= BATCH_BYTES) this.run();
+  }
+
+  async settled(): Promise<void> {
+    while (this.failure === undefined && (this.running || this.batch.length > 0)) {
+      if (!this.running) this.run();
+      await this.running;
+    }
+    if (this.failure !== undefined) throw this.failure;
+  }
+
+  save(): Buffer {
+    this.idle();
+    return Buffer.concat([tag('ossl1', this.algorithm), this.ctx]);
+  }
+
+  digest(): string {
+    this.idle();
+    return `${this.algorithm}:${this.n.final(this.alg, this.ctx).toString('hex')}`;
+  }
+
+  /** One job at a time: they share the context, and order matters. */
+  private run(): void {
+    const chunks = this.batch;
+    const bytes = this.batchBytes;
+    this.batch = [];
+    this.batchBytes = 0;
+    this.running = this.n.updateAsync!(this.alg, this.ctx, chunks).then(
+      () => {
+        this.queuedBytes -= bytes;
+        this.running = undefined;
+        if (this.batchBytes >= BATCH_BYTES) this.run();
+      },
+      (e: unknown) => {
+        this.failure = e;
+        this.running = undefined;
+      },
+    );
+  }
+
+  private idle(): void {
+    if (this.running || this.batch.length > 0) throw new Error('hasher used while queued chunks are being hashed: await settled() first');
+  }
 }
 
 function wasmHasher(algorithm: DigestAlgorithm, h: IHasher): ResumableHasher {
   return {
     algorithm,
     update: (chunk) => void h.update(chunk),
+    queue: (chunk) => void h.update(chunk),
+    queuedBytes: 0,
+    settled: () => Promise.resolve(),
     save: () => Buffer.concat([tag('hw1', algorithm), Buffer.from(h.save())]),
     digest: () => `${algorithm}:${h.digest('hex')}`,
   };
@@ -69,7 +151,7 @@ async function rawWasm(algorithm: DigestAlgorithm): Promise<IHasher> {
 }
 
 export async function createResumableHasher(algorithm: DigestAlgorithm): Promise<ResumableHasher> {
-  if (native) return nativeHasher(native, algorithm, native.init(bits(algorithm)));
+  if (native) return new NativeHasher(native, algorithm, native.init(bits(algorithm)));
   return wasmHasher(algorithm, await rawWasm(algorithm));
 }
 
@@ -81,7 +163,7 @@ export async function restoreHasher(state: Buffer): Promise<ResumableHasher> {
   if (impl === 'ossl1') {
     if (!native) throw new Error('this hash state was saved by the native hasher, which this process could not load; run `npm run setup`');
     if (body.length !== native.contextSize(bits(alg))) throw new Error('hash state from an incompatible OpenSSL build');
-    return nativeHasher(native, alg, Buffer.from(body));
+    return new NativeHasher(native, alg, Buffer.from(body));
   }
   const h = await rawWasm(alg);
   h.load(body);

@@ -211,6 +211,9 @@ async function openChunkState(session: UploadSession, loc: Location): Promise<Ch
   return new ChunkState(loc, session, await restoreHasher(session.hashState!));
 }
 
+/** Unhashed bytes a request may have queued before it waits for the hashing to catch up. */
+const HASH_BACKLOG_BYTES = 16 * 1024 * 1024;
+
 /** Streams a request body into the chunk state, renewing the session lease while it flows. */
 async function pump(s: Services, session: UploadSession, state: ChunkState, body: Readable, maxBytes?: number): Promise<number> {
   let received = 0;
@@ -219,9 +222,12 @@ async function pump(s: Services, session: UploadSession, state: ChunkState, body
     const chunk = raw as Buffer;
     received += chunk.length;
     if (maxBytes !== undefined && received > maxBytes) throw new UploadError('SIZE_INVALID', 'more bytes than Content-Length announced');
-    state.hasher.update(chunk);
+    state.hasher.queue(chunk);
     state.size += chunk.length;
     await state.write(chunk);
+    // Hashing runs beside the event loop; do not let it fall far behind (chunks it still holds
+    // stay in memory).
+    if (state.hasher.queuedBytes > HASH_BACKLOG_BYTES) await state.hasher.settled();
     if (Date.now() - lastRenew > (BUSY_LEASE_SECONDS * 1000) / 3) {
       lastRenew = Date.now();
       await s.db
@@ -230,6 +236,7 @@ async function pump(s: Services, session: UploadSession, state: ChunkState, body
         .where(and(eq(uploadSessions.id, session.id), eq(uploadSessions.version, session.version)));
     }
   }
+  await state.hasher.settled();
   return received;
 }
 
@@ -470,7 +477,7 @@ export async function putBlob(
   const exists = existing === 'available' || existing === 'deleting';
   const ownKey = needsOwnObject(existing) ? uploadDataKey(loc.pathPrefix, randomUUID()) : null;
   const key = ownKey ?? blobKey(loc.pathPrefix, digest);
-  const hasher = createStreamingHasher(algorithm);
+  const hasher = await createResumableHasher(algorithm);
   const writer = exists ? undefined : new MultipartWriter(loc.driver, key);
   let size = 0;
   try {
@@ -478,9 +485,11 @@ export async function putBlob(
       const chunk = raw as Buffer;
       size += chunk.length;
       if (contentLength !== undefined && size > contentLength) throw new UploadError('SIZE_INVALID', 'more bytes than Content-Length announced');
-      hasher.update(chunk);
+      hasher.queue(chunk);
       await writer?.write(chunk);
+      if (hasher.queuedBytes > HASH_BACKLOG_BYTES) await hasher.settled();
     }
+    await hasher.settled();
     if (contentLength !== undefined && size !== contentLength) {
       throw new UploadError('SIZE_INVALID', `received ${size} bytes, Content-Length said ${contentLength}`);
     }

@@ -19,6 +19,22 @@ describe('resumable hashing', () => {
     expect(h.digest()).toBe(`${alg}:${createHash(alg).update(Buffer.concat(parts)).digest('hex')}`);
   });
 
+  it.each(['sha256', 'sha512'] as const)('%s: chunks queued for the thread pool are hashed in order, across saves', async (alg) => {
+    // More than one batch per round, odd sizes, views at offsets into a shared buffer (as the
+    // HTTP parser hands out body chunks).
+    const pool = randomBytes(5 * 1024 * 1024);
+    const rounds = [0, 1, 2].map((r) => Array.from({ length: 40 }, (_, i) => pool.subarray(r * 1000 + i * 77, r * 1000 + i * 77 + 1 + ((i * 65_537) % 200_000))));
+    let h = await createResumableHasher(alg);
+    for (const chunks of rounds) {
+      for (const c of chunks) h.queue(c);
+      expect(() => h.save()).toThrow(/settled/);
+      await h.settled();
+      expect(h.queuedBytes).toBe(0);
+      h = await restoreHasher(h.save());
+    }
+    expect(h.digest()).toBe(`${alg}:${createHash(alg).update(Buffer.concat(rounds.flat())).digest('hex')}`);
+  });
+
   it('continues a state saved by the WebAssembly hasher (mixed deployments, older sessions)', async () => {
     const a = randomBytes(777);
     const b = randomBytes(1234);
