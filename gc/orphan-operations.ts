@@ -1,11 +1,10 @@
 // Operator actions on the orphan sweep, shared by the management API and the CLI: start a sweep
 // (or a dry run) and read its progress or report.
 import { WorkflowIdConflictPolicy } from '@temporalio/common';
-import { WorkflowNotFoundError } from '@temporalio/client';
 import { orphansProgressQuery, type SweepOrphansInput, type SweepOrphansProgress, sweepOrphansWorkflow } from '../contract/orphans.ts';
 import { DomainError } from '../platform/errors.ts';
 import type { Services } from '../platform/services.ts';
-import { startWorkflow, workflowHandle } from '../platform/workflows.ts';
+import { type OperationStatus, operationStatus, startWorkflow, workflowHandle } from '../platform/workflows.ts';
 import { WORKFLOW_IDS } from '../temporal.config.ts';
 
 export class OrphanSweepError extends DomainError {}
@@ -23,27 +22,11 @@ export async function startOrphanSweep(s: Pick<Services, 'temporal'>, input: Swe
   return { workflowId, runId: handle.firstExecutionRunId };
 }
 
-export interface OrphanSweepStatus {
-  workflowId: string;
-  status: string;
-  progress: SweepOrphansProgress | null;
-  error?: string;
-}
+export type OrphanSweepStatus = OperationStatus<SweepOrphansProgress>;
 
-export async function orphanSweepStatus(s: Pick<Services, 'temporal'>, dryRun: boolean): Promise<OrphanSweepStatus> {
-  const workflowId = WORKFLOW_IDS.sweepOrphans(dryRun);
-  const handle = workflowHandle(s.temporal.client, sweepOrphansWorkflow, workflowId);
-  try {
-    const d = await handle.describe();
-    if (d.status.name === 'RUNNING') return { workflowId, status: 'RUNNING', progress: await handle.query(orphansProgressQuery).catch(() => null) };
-    try {
-      return { workflowId, status: d.status.name, progress: await handle.result() };
-    } catch (e) {
-      const cause = (e as { cause?: { message?: string } }).cause;
-      return { workflowId, status: d.status.name, progress: null, error: cause?.message ?? (e as Error).message };
-    }
-  } catch (e) {
-    if (e instanceof WorkflowNotFoundError) throw new OrphanSweepError('not_found', dryRun ? 'no orphan dry run has run' : 'no orphan sweep has run');
-    throw e;
-  }
+/** The latest manual sweep (or dry run): its progress while running, its report once done. */
+export function orphanSweepStatus(s: Pick<Services, 'temporal'>, dryRun: boolean): Promise<OrphanSweepStatus> {
+  return operationStatus(workflowHandle(s.temporal.client, sweepOrphansWorkflow, WORKFLOW_IDS.sweepOrphans(dryRun)), orphansProgressQuery, {
+    notFound: () => new OrphanSweepError('not_found', dryRun ? 'no orphan dry run has run' : 'no orphan sweep has run'),
+  });
 }

@@ -2,7 +2,7 @@
 // locations, placements of a blob, per-location summary, backfill and site removal.
 import { randomBytes } from 'node:crypto';
 import { WorkflowIdConflictPolicy } from '@temporalio/common';
-import { WorkflowExecutionAlreadyStartedError, WorkflowNotFoundError } from '@temporalio/client';
+import { WorkflowExecutionAlreadyStartedError } from '@temporalio/client';
 import { asc, eq, sql } from 'drizzle-orm';
 import { blobPlacements, storageLocations } from '../db/schema.ts';
 import { DomainError } from '../platform/errors.ts';
@@ -21,7 +21,7 @@ import {
   removeLocationProgressQuery,
   removeLocationWorkflow,
 } from '../contract/replication.ts';
-import { startWorkflow, workflowHandle } from '../platform/workflows.ts';
+import { type OperationStatus, operationStatus, startWorkflow, workflowHandle } from '../platform/workflows.ts';
 import { WORKFLOW_IDS } from '../temporal.config.ts';
 
 export class OperationError extends DomainError {}
@@ -219,23 +219,13 @@ async function startOrJoin(
   }
 }
 
-export async function backfillProgress(
-  s: Services,
-  location: string | undefined,
-): Promise<{ status: string; progress: BackfillProgress | null; totalBlobs: number }> {
-  const handle = workflowHandle(s.temporal.client, backfillWorkflow, WORKFLOW_IDS.backfill(location));
+export async function backfillProgress(s: Services, location: string | undefined): Promise<OperationStatus<BackfillProgress> & { totalBlobs: number }> {
   // Blobs to scan, for a progress bar (the workflow walks them by id and does not count ahead).
   const [count] = await s.db.execute<{ n: number }>(sql`select count(*)::int as n from blobs`);
-  const totalBlobs = count?.n ?? 0;
-  try {
-    const d = await handle.describe();
-    if (d.status.name === 'COMPLETED') return { status: 'COMPLETED', progress: await handle.result(), totalBlobs };
-    if (d.status.name === 'RUNNING') return { status: 'RUNNING', progress: await handle.query(backfillProgressQuery), totalBlobs };
-    return { status: d.status.name, progress: null, totalBlobs };
-  } catch (e) {
-    if (e instanceof WorkflowNotFoundError) throw new OperationError('not_found', 'no backfill has run');
-    throw e;
-  }
+  const status = await operationStatus(workflowHandle(s.temporal.client, backfillWorkflow, WORKFLOW_IDS.backfill(location)), backfillProgressQuery, {
+    notFound: () => new OperationError('not_found', 'no backfill has run'),
+  });
+  return { ...status, totalBlobs: count?.n ?? 0 };
 }
 
 export async function startLocationRemoval(s: Services, input: RemoveLocationInput): Promise<StartedWorkflow> {
@@ -252,21 +242,10 @@ export async function startLocationRemoval(s: Services, input: RemoveLocationInp
   () => workflowHandle(s.temporal.client, removeLocationWorkflow, workflowId).describe());
 }
 
-export async function removalProgress(s: Services, name: string): Promise<{ status: string; progress: RemoveLocationProgress | null; error?: string }> {
-  const handle = workflowHandle(s.temporal.client, removeLocationWorkflow, WORKFLOW_IDS.removeLocation(name));
-  try {
-    const d = await handle.describe();
-    if (d.status.name === 'RUNNING') return { status: 'RUNNING', progress: await handle.query(removeLocationProgressQuery) };
-    try {
-      return { status: d.status.name, progress: await handle.result() };
-    } catch (e) {
-      const cause = (e as { cause?: { message?: string; details?: unknown[] } }).cause;
-      return { status: d.status.name, progress: null, error: cause?.message ?? (e as Error).message };
-    }
-  } catch (e) {
-    if (e instanceof WorkflowNotFoundError) throw new OperationError('not_found', `no removal of ${name} has run`);
-    throw e;
-  }
+export function removalProgress(s: Services, name: string): Promise<OperationStatus<RemoveLocationProgress>> {
+  return operationStatus(workflowHandle(s.temporal.client, removeLocationWorkflow, WORKFLOW_IDS.removeLocation(name)), removeLocationProgressQuery, {
+    notFound: () => new OperationError('not_found', `no removal of ${name} has run`),
+  });
 }
 
 export { DEV_CREDENTIALS_REF };

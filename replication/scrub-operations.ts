@@ -1,11 +1,10 @@
 // Operator actions on the integrity scrub, shared by the management API and the CLI: start a
 // location's scrub (or join the one running) and read its progress or report.
 import { WorkflowIdConflictPolicy } from '@temporalio/common';
-import { WorkflowNotFoundError } from '@temporalio/client';
 import { type ScrubProgress, scrubLocationWorkflow, scrubProgressQuery } from '../contract/scrub.ts';
 import { DomainError } from '../platform/errors.ts';
 import type { Services } from '../platform/services.ts';
-import { startWorkflow, workflowHandle } from '../platform/workflows.ts';
+import { type OperationStatus, operationStatus, startWorkflow, workflowHandle } from '../platform/workflows.ts';
 import { WORKFLOW_IDS } from '../temporal.config.ts';
 
 export class ScrubError extends DomainError {}
@@ -33,31 +32,11 @@ export async function startScrub(
   return { workflowId, runId: handle.firstExecutionRunId };
 }
 
-export interface ScrubStatus {
-  workflowId: string;
-  status: string;
-  progress: ScrubProgress | null;
-  error?: string;
-}
+export type ScrubStatus = OperationStatus<ScrubProgress>;
 
 /** The location's latest manual scrub: its progress while running, its report once done. */
-export async function scrubStatus(s: Pick<Services, 'temporal'>, location: string): Promise<ScrubStatus> {
-  const workflowId = WORKFLOW_IDS.scrubLocation(location);
-  const handle = workflowHandle(s.temporal.client, scrubLocationWorkflow, workflowId);
-  try {
-    const d = await handle.describe();
-    if (d.status.name === 'RUNNING') {
-      // Null until its first workflow task has run (no query handler yet).
-      return { workflowId, status: 'RUNNING', progress: await handle.query(scrubProgressQuery).catch(() => null) };
-    }
-    try {
-      return { workflowId, status: d.status.name, progress: await handle.result() };
-    } catch (e) {
-      const cause = (e as { cause?: { message?: string } }).cause;
-      return { workflowId, status: d.status.name, progress: null, error: cause?.message ?? (e as Error).message };
-    }
-  } catch (e) {
-    if (e instanceof WorkflowNotFoundError) throw new ScrubError('not_found', `no scrub of ${location} has run`);
-    throw e;
-  }
+export function scrubStatus(s: Pick<Services, 'temporal'>, location: string): Promise<ScrubStatus> {
+  return operationStatus(workflowHandle(s.temporal.client, scrubLocationWorkflow, WORKFLOW_IDS.scrubLocation(location)), scrubProgressQuery, {
+    notFound: () => new ScrubError('not_found', `no scrub of ${location} has run`),
+  });
 }

@@ -12,34 +12,14 @@ import { namespaceGrace, setNamespaceGrace } from '../../gc/namespace-grace.ts';
 import { gcSummary, recentGcRuns } from '../../gc/runs.ts';
 import type { Services } from '../../platform/services.ts';
 import { route, type Route } from '../router.ts';
-import { bool, int, queryBool, queryInt, segment } from '../schemas.ts';
+import { int, queryBool, queryInt, segment } from '../schemas.ts';
 import { requireNamespaceAdmin, requireSuperuser } from './common.ts';
+import { dryRunOperationRoutes } from './dry-run-operations.ts';
 
 export function gcRoutes(s: Services): Route[] {
   const superuser = (ctx: Parameters<typeof requireSuperuser>[1]) => requireSuperuser(s, ctx);
   return [
-    route({
-      method: 'POST',
-      path: '/api/v1/gc',
-      access: superuser,
-      body: z.object({
-        dry_run: bool('dry_run').nullish(),
-        grace_seconds: int('grace_seconds', 0, 365 * 86400, 'a number of seconds from 0 to 31536000').nullish(),
-      }),
-      handler: async (ctx, { body }) => {
-        ctx.status = 202;
-        ctx.body = await startGc(s, { dryRun: body.dry_run ?? false, ...(body.grace_seconds != null ? { graceSeconds: body.grace_seconds } : {}) });
-      },
-    }),
-    route({
-      method: 'GET',
-      path: '/api/v1/gc',
-      access: superuser,
-      query: z.object({ dry_run: queryBool('dry_run').optional() }),
-      handler: async (ctx, { query }) => {
-        ctx.body = await gcStatus(s, query.dry_run ?? false);
-      },
-    }),
+    ...dryRunOperationRoutes(s, '/api/v1/gc', { start: (input) => startGc(s, input), status: (dryRun) => gcStatus(s, dryRun) }),
     route({
       method: 'GET',
       path: '/api/v1/namespace/:ns/gc',

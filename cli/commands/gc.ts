@@ -29,6 +29,7 @@ interface Status {
   workflowId: string;
   status: string;
   progress: Progress | null;
+  progressUnavailable?: string;
   error?: string;
 }
 
@@ -93,6 +94,7 @@ export function gcCommand(io: CliIo, target: () => ApiTarget): Command {
       const r = json as Status;
       if (o.json) return io.out(JSON.stringify(r, null, 2));
       io.out(`${r.workflowId}: ${r.status}${r.error ? ` (${r.error})` : ''}`);
+      if (r.progressUnavailable) io.out(`progress unavailable: ${r.progressUnavailable}`);
       if (r.progress) {
         if (r.status === 'RUNNING') io.out(progressLine(r.progress));
         else report(io, r.progress);

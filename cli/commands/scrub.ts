@@ -24,6 +24,7 @@ interface Status {
   workflowId: string;
   status: string;
   progress: Progress | null;
+  progressUnavailable?: string;
   error?: string;
 }
 
@@ -75,7 +76,9 @@ export function scrubCommand(io: CliIo, target: () => ApiTarget): Command {
         ? ((await api(target(), 'GET', path)).json as Status)
         : await followProgress(io, async () => (await api(target(), 'GET', path)).json as Status, (s) => (s.progress ? progressLine(s.progress) : undefined));
       if (o.json) return io.out(JSON.stringify(o.status ? r : r.progress, null, 2));
-      if (o.status && r.status === 'RUNNING') return io.out(`${r.workflowId}: RUNNING${r.progress ? `\n${progressLine(r.progress)}` : ''}`);
+      if (o.status && r.status === 'RUNNING') {
+        return io.out(`${r.workflowId}: RUNNING${r.progress ? `\n${progressLine(r.progress)}` : r.progressUnavailable ? `\nprogress unavailable: ${r.progressUnavailable}` : ''}`);
+      }
       if (r.status !== 'COMPLETED' || !r.progress) throw new CliError(`scrub of ${location} ended ${r.status.toLowerCase()}${r.error ? `: ${r.error}` : ''}`);
       report(io, r.progress);
     });
