@@ -3,9 +3,12 @@
 import { Context } from '@temporalio/activity';
 import type { Services } from '../platform/services.ts';
 import { placementsRemoved } from '../replication/placements.ts';
-import { deleteUnplacedBlobs, locationsWithPendingDeletions, markGarbage, type PurgeBatch, purgeLocationBatch } from '../gc/blobs.ts';
+import { deleteUnplacedBlobPage, deleteUnplacedBlobs, locationsWithPendingDeletions, markGarbage, type PurgeBatch, purgeLocationBatch } from '../gc/blobs.ts';
 import { expireUntaggedManifests } from '../gc/manifests.ts';
 import { type GcRunRecord, recordGcRun } from '../gc/runs.ts';
+
+/** Longer than a purge batch takes when storage and database answer (see purgeLocation). */
+const STUCK_BATCH_MS = 3 * 60_000;
 
 export function createGcActivities(s: Pick<Services, 'db' | 'redis' | 'locations' | 'config' | 'logger'>) {
   const deps = { db: s.db, locations: s.locations };
@@ -27,20 +30,26 @@ export function createGcActivities(s: Pick<Services, 'db' | 'redis' | 'locations
 
     /** Purges the location's marked copies, batch after batch, for up to a few minutes. Beats
      * every few seconds, also while a batch waits on storage or a row lock, so a worker that
-     * died is noticed by the short heartbeat timeout rather than after minutes. */
+     * died is noticed by the short heartbeat timeout rather than after minutes — but not for a
+     * batch stuck longer than any healthy one takes (one DeleteObjects request gives up after
+     * 2 × 60 s): such a hang used to be kept alive until the 10-minute start-to-close timeout,
+     * a stalled sweep; now the heartbeat timeout retries it within half a minute. */
     async purgeLocation(input: { location: string; batch: number; maxBatches: number }): Promise<PurgeBatch> {
       const ctx = Context.current();
       const total: PurgeBatch = { deleted: 0, bytes: 0, remaining: true };
-      const beat = setInterval(() => ctx.heartbeat(total), 5000);
+      let batchStarted = Date.now();
+      const beat = setInterval(() => Date.now() - batchStarted < STUCK_BATCH_MS && ctx.heartbeat(total), 5000);
       try {
         for (let i = 0; i < input.maxBatches && total.remaining; i++) {
+          batchStarted = Date.now();
           ctx.heartbeat(total);
-          const b = await purgeLocationBatch(deps, { location: input.location, limit: input.batch });
+          // Pull paths cache placements: the claimed copies must not be served from the cache
+          // once their objects go (invalidated before the deletes, not after the rows: a redirect
+          // in between pointed at a deleted object).
+          const b = await purgeLocationBatch(deps, { location: input.location, limit: input.batch }, () => placementsRemoved(s.redis));
           total.deleted += b.deleted;
           total.bytes += b.bytes;
           total.remaining = b.remaining;
-          // Pull paths cache placements: removed ones must not be served from the cache.
-          if (b.deleted > 0) await placementsRemoved(s.redis);
         }
       } finally {
         clearInterval(beat);
@@ -49,7 +58,10 @@ export function createGcActivities(s: Pick<Services, 'db' | 'redis' | 'locations
       return total;
     },
 
+    /** Runs started before the 'gc-finish-cursor' patch only. */
     deleteUnplacedBlobs: (input: { limit: number }) => deleteUnplacedBlobs(deps, input),
+
+    deleteUnplacedBlobPage: (input: { afterBlobId: number; limit: number }) => deleteUnplacedBlobPage(deps, input),
 
     /** The finished run, for the API's last run and the metrics. */
     recordGcRun: (run: GcRunRecord) => recordGcRun(s.db, run),

@@ -12,6 +12,7 @@
 // the protocol's and the request count's, not the storage server's delete speed.
 //
 //   npx tsx bench/gc.ts [--blobs 100000] [--referenced 0.1]
+import { availableParallelism, loadavg } from 'node:os';
 import type { WorkflowHandle } from '@temporalio/client';
 import { sql } from 'drizzle-orm';
 import { createUser } from '../auth/accounts.ts';
@@ -127,6 +128,7 @@ async function main(): Promise<void> {
     console.log(`  finish ${(finish / 1000).toFixed(1)} s  ${rate(garbage, finish)} blob rows deleted`);
     console.log(`  total  ${(total / 1000).toFixed(1)} s  for ${BLOBS.toLocaleString('en')} blob rows (${rate(BLOBS, total)})`);
     console.log(`  history: ${events.length} workflow runs (continue-as-new), events per run ${events.join(', ')} (max ${Math.max(...events)})`);
+    console.log(`  load average during the run: ${loadavg().map((x) => x.toFixed(1)).join(', ')} (1, 5, 15 min; ${availableParallelism()} cores)`);
     console.log(`  worker peak RSS ${mib(peak)} (${mib(rssBefore)} before the run, +${mib(peak - rssBefore)})`);
 
     // Baseline: the same rows, deleted by two bare statements.

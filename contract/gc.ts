@@ -32,6 +32,8 @@ export interface GcProgress {
   blobRowsDeleted: number;
   /** Last blob id marked from (carried across continue-as-new). */
   cursor: number;
+  /** Last blob id the finish phase examined (runs since the 'gc-finish-cursor' patch). */
+  finishCursor?: number;
   /** Last manifest id a dry run examined (a dry run deletes nothing, so it pages by id). */
   manifestCursor?: number;
   /** When the run's first execution started (ISO; carried across continue-as-new). */

@@ -4,9 +4,10 @@
 // back is ever lost):
 //   1. mark    — under a FOR UPDATE lock of the blob row, a blob no manifest references and that
 //                nothing touched within the grace period has its available placements set to
-//                `deleting`. A deleting placement is not served, but its object is untouched, so
-//                anything referencing the blob again (a manifest PUT, a push of the same digest)
-//                turns it back to `available` under the same row locks (registry/blobs.ts).
+//                `deleting` (its damaged ones straight to `purging`: never revived). A deleting
+//                placement is not served, but its object is untouched, so anything referencing
+//                the blob again (a manifest PUT, a push of the same digest) turns it back to
+//                `available` under the same row locks (registry/blobs.ts).
 //   2. purge   — per location, on that location's task queue: `deleting` → `purging` (a row lock
 //                on the placement; from here nobody may revive it: a push brings its own object
 //                under a key nobody else writes and takes the placement over), then the object
@@ -109,12 +110,16 @@ export async function markGarbage(
     if (input.dryRun) {
       return tx.execute<{ blob_id: number; location_id: number; size: number }>(sql`
         select p.blob_id, p.location_id, b.size from blob_placements p join blobs b on b.id = p.blob_id
-        where p.blob_id in (${ids(chosen)}) and p.state = 'available'`);
+        where p.blob_id in (${ids(chosen)}) and p.state in ('available', 'damaged')`);
     }
+    // A damaged copy (the scrub found it missing or wrong) goes too, straight to `purging`: its
+    // bytes must never be revived by a push the way a marked available copy is (a push brings
+    // its own object instead, as for any purging copy); left alone it kept the blob row and its
+    // object forever.
     const marked = await tx.execute<{ blob_id: number; location_id: number; size: number }>(sql`
-      update blob_placements p set state = 'deleting'
+      update blob_placements p set state = case when p.state = 'damaged' then 'purging' else 'deleting' end
       from blobs b
-      where b.id = p.blob_id and p.blob_id in (${ids(chosen)}) and p.state = 'available' and ${unreferenced(input.graceSeconds)}
+      where b.id = p.blob_id and p.blob_id in (${ids(chosen)}) and p.state in ('available', 'damaged') and ${unreferenced(input.graceSeconds)}
       returning p.blob_id, p.location_id, b.size`);
     // Marked blobs are unknown to pulls from the commit on: API processes cache which blobs a
     // repository may serve per blob version (registry/blob-server.ts).
@@ -160,7 +165,13 @@ export interface PurgeBatch {
  * their objects, then their rows. Placements left `purging` by an interrupted attempt are
  * claimed again (their objects may or may not be gone; deleting twice is harmless).
  */
-export async function purgeLocationBatch(d: GcBlobDeps, input: { location: string; limit: number }): Promise<PurgeBatch> {
+export async function purgeLocationBatch(
+  d: GcBlobDeps,
+  input: { location: string; limit: number },
+  /** Called once the claim committed, before any object is deleted: cached answers naming the
+   * claimed copies must be gone before their objects are (a redirect to a deleted object). */
+  beforeDeleting: () => Promise<void> = async () => {},
+): Promise<PurgeBatch> {
   const registry = await d.locations.fresh();
   const loc = registry.byName(input.location);
   if (!loc) return { deleted: 0, bytes: 0, remaining: false };
@@ -174,6 +185,7 @@ export async function purgeLocationBatch(d: GcBlobDeps, input: { location: strin
       returning p.id, p.object_key, b.digest, b.size`),
   );
   if (claimed.length === 0) return { deleted: 0, bytes: 0, remaining: false };
+  await beforeDeleting();
   // The keys as claimed: a push that takes a purging placement over points it at a new object,
   // which is never among these.
   await loc.driver.deleteMany(claimed.map((c) => placementKey(loc.pathPrefix, c.digest, c.object_key)));
@@ -184,7 +196,11 @@ export async function purgeLocationBatch(d: GcBlobDeps, input: { location: strin
   return { deleted: goneIds.size, bytes, remaining: claimed.length === input.limit };
 }
 
-/** Deletes up to `limit` blob rows left with no placement and no manifest. Returns how many. */
+/** Deletes up to `limit` blob rows left with no placement and no manifest. Returns how many.
+ * Only for runs started before the 'gc-finish-cursor' patch (workflows/gc.ts): every call
+ * scans the whole table from the start, and with the statistics of before the purge (every blob
+ * placed) PostgreSQL joins it against manifest_blobs row by row — minutes per call at 100,000
+ * blobs. Runs since page with deleteUnplacedBlobPage. */
 export async function deleteUnplacedBlobs(d: GcBlobDeps, input: { limit: number }): Promise<number> {
   return d.db.transaction(async (tx) => {
     const locked = await tx.execute<{ id: number }>(sql`
@@ -193,11 +209,51 @@ export async function deleteUnplacedBlobs(d: GcBlobDeps, input: { limit: number 
         and not exists (select 1 from manifest_blobs mb where mb.blob_id = b.id)
       order by b.id limit ${input.limit} for update skip locked`);
     if (locked.length === 0) return 0;
-    const deleted = await tx.execute<{ id: number }>(sql`
-      delete from blobs b where b.id in (${ids(locked.map((r) => Number(r.id)))})
+    return deleteLocked(tx, locked.map((r) => Number(r.id)));
+  });
+}
+
+/** Of the locked ids, deletes the rows still unplaced and unreferenced (re-checked by a statement
+ * started after the locks were granted). */
+async function deleteLocked(tx: DbOrTx, locked: number[]): Promise<number> {
+  const deleted = await tx.execute<{ id: number }>(sql`
+    delete from blobs b where b.id in (${ids(locked)})
+      and not exists (select 1 from blob_placements p where p.blob_id = b.id)
+      and not exists (select 1 from manifest_blobs mb where mb.blob_id = b.id)
+    returning b.id`);
+  return deleted.length;
+}
+
+export interface FinishPage {
+  /** Blob rows deleted in this page. */
+  deleted: number;
+  /** Blob rows examined (by id). */
+  scanned: number;
+  nextCursor: number;
+  done: boolean;
+}
+
+/**
+ * The finish phase by keyset: the next `limit` blob ids after `afterBlobId` (an index range, so
+ * a page costs the same at the end of the table as at its start, whatever the statistics say),
+ * and of those, the rows left with no placement and no manifest are deleted under FOR UPDATE.
+ */
+export async function deleteUnplacedBlobPage(d: GcBlobDeps, input: { afterBlobId: number; limit: number }): Promise<FinishPage> {
+  const page = await d.db.execute<{ id: number }>(sql`
+    select id from blobs where id > ${input.afterBlobId} order by id limit ${input.limit}`);
+  const scanned = page.length;
+  const nextCursor = scanned > 0 ? Number(page[scanned - 1]!.id) : input.afterBlobId;
+  const out: FinishPage = { deleted: 0, scanned, nextCursor, done: scanned < input.limit };
+  if (scanned === 0) return out;
+  out.deleted = await d.db.transaction(async (tx) => {
+    // The range is bounded by ids, so each exists() is an index probe per row.
+    const locked = await tx.execute<{ id: number }>(sql`
+      select b.id from blobs b
+      where b.id > ${input.afterBlobId} and b.id <= ${nextCursor}
         and not exists (select 1 from blob_placements p where p.blob_id = b.id)
         and not exists (select 1 from manifest_blobs mb where mb.blob_id = b.id)
-      returning b.id`);
-    return deleted.length;
+      order by b.id for update skip locked`);
+    return locked.length === 0 ? 0 : deleteLocked(tx, locked.map((r) => Number(r.id)));
   });
+  return out;
 }

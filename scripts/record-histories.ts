@@ -42,7 +42,7 @@ function activityProxy(): Record<string, Fake> {
     'rollbackMirrorRun', 'finishMirrorRun', 'mirrorWebhookTargets', 'deliverMirrorWebhook',
     'scrubPage', 'checkScrubRepairs', 'scrubFinished', 'orphanGraceSeconds', 'orphanSweepLocations', 'sweepLocationOrphans',
     'gcGraceSeconds', 'expireUntaggedManifests', 'markGarbage', 'gcPendingLocations', 'purgeLocation', 'deleteUnplacedBlobs',
-    'recordGcRun',
+    'deleteUnplacedBlobPage', 'recordGcRun',
   ];
   return Object.fromEntries(
     names.map((n) => [
@@ -370,9 +370,12 @@ const SCENARIOS: Scenario[] = [
   },
 ];
 
-/** collectGarbage's activities: `pages` pages of blobs to mark; `failing` locations whose purge gives up. */
-function gcActivities(opts: { pages: number; failing?: string[]; manifestPages?: number }): Record<string, Fake> {
+/** collectGarbage's activities: `pages` pages of blobs to mark; `failing` locations whose purge
+ * gives up; `purges` purge calls per location until it has nothing left; `finishPages` pages of
+ * blob rows (since 'gc-finish-cursor'). */
+function gcActivities(opts: { pages: number; failing?: string[]; manifestPages?: number; purges?: number; finishPages?: number }): Record<string, Fake> {
   let manifestCalls = 0;
+  const purgeCalls = new Map<string, number>();
   return {
     gcGraceSeconds: () => 86400,
     expireUntaggedManifests: (input: { afterId?: number; limit: number }) => {
@@ -394,9 +397,15 @@ function gcActivities(opts: { pages: number; failing?: string[]; manifestPages?:
     gcPendingLocations: () => LOCATIONS,
     purgeLocation: (input: { location: string }) => {
       if (opts.failing?.includes(input.location)) throw ApplicationFailure.nonRetryable(`${input.location} refused the deletes`);
-      return { deleted: 2 * opts.pages, bytes: 2048 * opts.pages, remaining: false };
+      const calls = (purgeCalls.get(input.location) ?? 0) + 1;
+      purgeCalls.set(input.location, calls);
+      return { deleted: 2 * opts.pages, bytes: 2048 * opts.pages, remaining: calls < (opts.purges ?? 1) };
     },
     deleteUnplacedBlobs: () => 2 * opts.pages,
+    deleteUnplacedBlobPage: (input: { afterBlobId: number; limit: number }) => {
+      const page = input.afterBlobId / input.limit + 1;
+      return { deleted: 2, scanned: input.limit, nextCursor: input.afterBlobId + input.limit, done: page >= (opts.finishPages ?? 1) };
+    },
     recordGcRun: () => undefined,
   };
 }
@@ -439,6 +448,13 @@ SCENARIOS.push(
       },
     },
     start: (c) => start(c, 'collectGarbage', 'gc/failed', { graceSeconds: 0 }),
+  },
+  {
+    // Since 'gc-bounded-history' and 'gc-finish-cursor': a long sweep stops after each
+    // location's current purge and continues as new; the blob rows are paged by id.
+    name: 'collectGarbage-bounded',
+    activities: gcActivities({ pages: 3, purges: 6, finishPages: 8 }),
+    start: (c) => start(c, 'collectGarbage', 'gc/bounded', { graceSeconds: 0 }),
   },
 );
 

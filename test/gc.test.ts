@@ -145,4 +145,31 @@ describe('garbage collection', () => {
     const bad = await fetch(`${api.url}/api/v1/gc`, { method: 'POST', headers: { Authorization: basic(root, rootPassword), 'Content-Type': 'application/json' }, body: '{"grace_seconds": -1}' });
     expect(bad.status).toBe(400);
   });
+
+  it('deletes every copy of an unreferenced blob, a damaged one (scrub-marked) included', async () => {
+    const user = await createTestUser('gcdmg');
+    const repo = `${user.username}/app`;
+    const client = new OciClient({ baseUrl: api.url, authorization: user.authorization });
+    const image = await pushRandomImage(client, repo, 'v1', { layers: 1, layerSize: 5000 });
+    const digests = image.blobs.map(sha256);
+    await waitReplicated(digests);
+    // The scrub found the layer's copy in one region bit-flipped and marked it damaged; its repair
+    // has not landed yet (none was asked for here, so none will).
+    const layer = digests[1]!;
+    const region = allRegions()[1]!;
+    const flipped = Buffer.from(image.blobs[1]!);
+    flipped[100]! ^= 0x40;
+    await drivers.get(region)!.write(blobKey('', layer), flipped);
+    await database.db.execute(sql`
+      update blob_placements p set state = 'damaged' from blobs b, storage_locations l
+      where b.id = p.blob_id and l.id = p.location_id and b.digest = ${layer} and l.name = ${region}`);
+    expect((await client.fetch(`/v2/${repo}/manifests/v1`, { method: 'DELETE' })).status).toBe(202);
+
+    const run = await meridian(['gc', 'run', '--grace', '0'], env);
+    expect(run.code, run.err).toBe(0);
+    for (const d of digests) {
+      expect(await regionsHolding(d), d).toEqual([]);
+      expect(await database.db.execute(sql`select 1 from blobs where digest = ${d}`), d).toHaveLength(0);
+    }
+  });
 });

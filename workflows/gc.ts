@@ -40,6 +40,11 @@ const MARK_PAGE = 1000;
 const MANIFEST_BATCH = 500;
 const PURGE_BATCH = 500;
 const FINISH_BATCH = 1000;
+const FINISH_PAGE = 2000;
+/** Since 'gc-bounded-history': a run continues as new once its history is this long, not only
+ * when Temporal suggests it (at 4 Ki events by default — a run over 100,000 blobs never got
+ * there and ended at ~1,000 events in one run). About 70 pages per run. */
+const MAX_HISTORY_EVENTS = 500;
 
 function add(list: GcLocationTally[], location: string, blobs: number, bytes: number): void {
   const t = list.find((x) => x.location === location);
@@ -101,6 +106,8 @@ function failureMessage(e: unknown): string {
 }
 
 async function collect(input: CollectGarbageInput, p: GcProgress): Promise<void> {
+  const bounded = patched('gc-bounded-history');
+  const tooLong = () => workflowInfo().continueAsNewSuggested || (bounded && workflowInfo().historyLength >= MAX_HISTORY_EVENTS);
   if (p.graceSeconds < 0) p.graceSeconds = await control.gcGraceSeconds();
   const show = () => {
     const reclaimed = p.reclaimedPerLocation.reduce((a, t) => a + t.bytes, 0);
@@ -118,7 +125,7 @@ async function collect(input: CollectGarbageInput, p: GcProgress): Promise<void>
     );
   };
   const maybeContinue = async () => {
-    if (workflowInfo().continueAsNewSuggested) await continueAsNew<typeof collectGarbage>({ ...input, progress: p });
+    if (tooLong()) await continueAsNew<typeof collectGarbage>({ ...input, progress: p });
   };
   show();
 
@@ -156,8 +163,12 @@ async function collect(input: CollectGarbageInput, p: GcProgress): Promise<void>
 
   if (p.phase === 'sweep') {
     // Also the copies earlier runs marked but could not delete (a location that was down).
-    p.pendingLocations = await control.gcPendingLocations();
+    // A location that gave up earlier in this run (before a continue-as-new) is not retried.
+    p.pendingLocations = (await control.gcPendingLocations()).filter((l) => !p.failedLocations.some((f) => f.location === l));
     show();
+    // Bounded: each location stops after its current purge when the history is long, and the
+    // next run picks the sweep up again (the marked copies are in the database).
+    let unfinished = false;
     await Promise.all(
       p.pendingLocations.map(async (location) => {
         try {
@@ -166,6 +177,10 @@ async function collect(input: CollectGarbageInput, p: GcProgress): Promise<void>
             add(p.reclaimedPerLocation, location, r.deleted, r.bytes);
             show();
             if (!r.remaining) break;
+            if (bounded && tooLong()) {
+              unfinished = true;
+              break;
+            }
           }
         } catch (e) {
           p.failedLocations.push({ location, reason: (e as Error).cause instanceof Error ? ((e as Error).cause as Error).message : String(e) });
@@ -175,15 +190,26 @@ async function collect(input: CollectGarbageInput, p: GcProgress): Promise<void>
         }
       }),
     );
+    if (unfinished) await continueAsNew<typeof collectGarbage>({ ...input, progress: p });
     p.phase = 'finish';
     show();
     await maybeContinue();
   }
 
+  // Since 'gc-finish-cursor': the blob rows are paged by id (gc/blobs.ts deleteUnplacedBlobPage);
+  // before, every batch scanned the whole table again.
+  const byCursor = p.phase === 'finish' && patched('gc-finish-cursor');
   while (p.phase === 'finish') {
-    const n = await control.deleteUnplacedBlobs({ limit: FINISH_BATCH });
-    p.blobRowsDeleted += n;
-    if (n < FINISH_BATCH) p.phase = 'done';
+    if (byCursor) {
+      const r = await control.deleteUnplacedBlobPage({ afterBlobId: p.finishCursor ?? 0, limit: FINISH_PAGE });
+      p.blobRowsDeleted += r.deleted;
+      p.finishCursor = r.nextCursor;
+      if (r.done) p.phase = 'done';
+    } else {
+      const n = await control.deleteUnplacedBlobs({ limit: FINISH_BATCH });
+      p.blobRowsDeleted += n;
+      if (n < FINISH_BATCH) p.phase = 'done';
+    }
     show();
     await maybeContinue();
   }
