@@ -7,6 +7,7 @@
 import { randomBytes } from 'node:crypto';
 import { chmodSync, existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { loadConfig } from '../config.ts';
 import { connectDatabase } from '../db/client.ts';
 import { applyMigrations, ensureDatabase } from '../db/migrate.ts';
@@ -55,7 +56,11 @@ export interface TopologyOptions {
 export interface TopologyRegion extends RegionNet {
   apiUrl: string;
   s3Endpoint: string;
+  /** The region's S3 server (for faults: a stalled or stopped storage). */
+  s3Server: ManagedProcess;
+  /** Supervised: started again whenever it exits without stop() or kill() having been asked. */
   api: ManagedProcess;
+  /** Supervised as the API is. */
   copyWorker: ManagedProcess;
 }
 
@@ -93,7 +98,9 @@ export async function startRegionTopology(opts: TopologyOptions): Promise<Region
   const started: { stop(): Promise<void> }[] = [];
   const links: WanLink[] = [];
   const drivers = new Map<string, S3Driver>();
+  let stopping = false;
   const stop = async () => {
+    stopping = true;
     for (const d of drivers.values()) d.close();
     for (const s of started.reverse()) await s.stop().catch(() => {});
     await Promise.allSettled(links.map((l) => l.close()));
@@ -129,9 +136,11 @@ export async function startRegionTopology(opts: TopologyOptions): Promise<Region
     await Promise.all(links.map((l) => l.start()));
 
     log('starting an S3 server in each region');
+    const s3Servers = new Map<string, ManagedProcess>();
     for (const n of nets) {
       const s3 = regionS3(n, s3Port(nets, n), path.join(opts.dataDir, 's3', n.region), path.join(logDir, `s3-${n.region}.log`));
       started.push(s3);
+      s3Servers.set(n.region, s3);
       await s3.start();
       const driver = new S3Driver({ name: n.region, endpoint: `http://${n.nsIp}:${s3Port(nets, n)}`, region: 'us-east-1', bucket: DEV_BUCKET, ...CREDENTIALS });
       drivers.set(n.region, driver);
@@ -196,17 +205,47 @@ export async function startRegionTopology(opts: TopologyOptions): Promise<Region
         ready,
       });
     };
-    const workerReady = (name: string) => async () => {
-      return readFileSync(path.join(logDir, `${name}.log`), 'utf8').includes('workers running');
+    // Ready once this process (its pid: a restarted worker appends to the same log) says so.
+    const workerReady = (name: string, proc: () => ManagedProcess) => async () => {
+      const pid = `"pid":${proc().pid},`;
+      return readFileSync(path.join(logDir, `${name}.log`), 'utf8')
+        .split('\n')
+        .some((l) => l.includes('workers running') && l.includes(pid));
+    };
+    // What a region's process manager (systemd, Kubernetes) does for its deployment: a Meridian
+    // process that dies is started again, backing off to every 5 s while it cannot start (the
+    // database restarting), as the API's own cluster supervisor replaces a dead worker.
+    const supervise = (p: ManagedProcess) => {
+      let restarting = false;
+      p.onUnexpectedExit((code) => {
+        if (stopping || restarting) return;
+        restarting = true;
+        log(`${p.spec.name} exited unexpectedly (${code === null ? 'killed' : `code ${code}`}); starting it again`);
+        void (async () => {
+          for (let failures = 1; !stopping && !p.running; failures++) {
+            await sleep(Math.min(failures * 200, 5000));
+            if (stopping || p.running) break;
+            try {
+              await p.start();
+              log(`${p.spec.name} is back (pid ${p.pid})`);
+            } catch (e) {
+              log(`${p.spec.name} could not start again (${(e as Error).message}); trying again`);
+            }
+          }
+          restarting = false;
+        })();
+      });
+      return p;
     };
     for (const n of nets) {
-      const api = meridian(n, `api-${n.region}`, 'api/main', [], () => canConnect(API_PORT, n.nsIp));
-      const copyWorker = meridian(n, `worker-copy-${n.region}`, 'workers/main', ['--copy', n.region], workerReady(`worker-copy-${n.region}`));
-      regions.set(n.region, { ...n, apiUrl: `http://${n.nsIp}:${API_PORT}`, s3Endpoint: `http://${n.nsIp}:${s3Port(nets, n)}`, api, copyWorker });
+      const api = supervise(meridian(n, `api-${n.region}`, 'api/main', [], () => canConnect(API_PORT, n.nsIp)));
+      const copyName = `worker-copy-${n.region}`;
+      const copyWorker: ManagedProcess = supervise(meridian(n, copyName, 'workers/main', ['--copy', n.region], workerReady(copyName, () => copyWorker)));
+      regions.set(n.region, { ...n, apiUrl: `http://${n.nsIp}:${API_PORT}`, s3Endpoint: `http://${n.nsIp}:${s3Port(nets, n)}`, s3Server: s3Servers.get(n.region)!, api, copyWorker });
       started.push(api, copyWorker);
     }
     const coreNet = nets.find((n) => n.region === CORE_REGION) ?? nets[0]!;
-    const controlWorker = meridian(coreNet, 'worker-control', 'workers/main', ['--control', '--mirror'], workerReady('worker-control'));
+    const controlWorker: ManagedProcess = supervise(meridian(coreNet, 'worker-control', 'workers/main', ['--control', '--mirror'], workerReady('worker-control', () => controlWorker)));
     started.push(controlWorker);
     log('starting an API instance and a copy worker in each region, the control worker in the core region');
     await Promise.all([...regions.values()].flatMap((r) => [r.api.start(), r.copyWorker.start()]).concat(controlWorker.start()));
@@ -226,7 +265,7 @@ export async function startRegionTopology(opts: TopologyOptions): Promise<Region
       s3: (region) => drivers.get(region) ?? (() => { throw new Error(`no region ${region}`); })(),
       async addApi(region, { name, port, env }) {
         const n = byName(region);
-        const api = meridian(n, name, 'api/main', [], () => canConnect(port, n.nsIp), { PORT: String(port), MERIDIAN_PUBLIC_URL: `http://${n.nsIp}:${port}`, ...env });
+        const api = supervise(meridian(n, name, 'api/main', [], () => canConnect(port, n.nsIp), { PORT: String(port), MERIDIAN_PUBLIC_URL: `http://${n.nsIp}:${port}`, ...env }));
         started.push(api);
         await api.start();
         return { url: `http://${n.nsIp}:${port}`, process: api };
