@@ -7,6 +7,7 @@ import { MIRROR_FAILURES, type MirrorEvent, type MirrorNotificationInput, type M
 import type { Services } from '../platform/services.ts';
 import { passwordContext } from '../mirror/config.ts';
 import { openProxySettings } from '../mirror/proxy-secrets.ts';
+import { type BatchSummary, copyTags } from '../mirror/batch.ts';
 import { BlobFlights, copyTag, type TagResult } from '../mirror/copy.ts';
 import { TagFilter } from '../mirror/globs.ts';
 import { parseReference, UpstreamHostPolicy } from '../mirror/reference.ts';
@@ -153,6 +154,40 @@ export function createMirrorActivities(s: Services) {
       } catch (e) {
         if (actx.cancellationSignal.aborted) throw e;
         log.warn({ repository: ctx.repo.fullName, tag: input.tag, err: (e as Error).message, attempt: actx.info.attempt }, 'mirror tag attempt failed');
+        throw toFailure(e);
+      } finally {
+        clearInterval(beat);
+      }
+    },
+
+    /**
+     * Copies a batch of the run's tags, a few at once, each with its own retries; records every
+     * outcome on the run. A retry of the batch skips the tags an earlier attempt recorded.
+     */
+    async mirrorTags(input: { runRowId: number; tags: string[]; concurrency: number; attempts: number; stopOnFailure: boolean }): Promise<BatchSummary> {
+      const { client, ctx } = await upstreamFor(input.runRowId);
+      const actx = Context.current();
+      const beat = setInterval(() => actx.heartbeat(), 3000);
+      setMaxListeners(64 * Math.max(1, input.concurrency), actx.cancellationSignal);
+      const wanted = new Set(input.tags);
+      const recorded = new Map<string, TagResult>();
+      if (actx.info.attempt > 1) for (const t of ctx.run.tagResults ?? []) if (wanted.has(t.tag)) recorded.set(t.tag, t as TagResult);
+      try {
+        return await copyTags(
+          { s, repo: ctx.repo, upstream: client, heartbeat: () => actx.heartbeat(), signal: actx.cancellationSignal, flights },
+          input.tags,
+          {
+            concurrency: input.concurrency,
+            attempts: input.attempts,
+            stopOnFailure: input.stopOnFailure,
+            recorded,
+            record: (r) => recordTagResult(s.db, input.runRowId, r),
+            onRetry: (tag, attempt, err, delayMs) => log.warn({ repository: ctx.repo.fullName, tag, err, attempt, retryInMs: delayMs }, 'mirror tag attempt failed'),
+          },
+        );
+      } catch (e) {
+        if (actx.cancellationSignal.aborted) throw e;
+        log.warn({ repository: ctx.repo.fullName, err: (e as Error).message, attempt: actx.info.attempt }, 'mirror tag batch attempt failed');
         throw toFailure(e);
       } finally {
         clearInterval(beat);

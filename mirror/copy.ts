@@ -10,8 +10,10 @@
 // this repository already has it: linking a blob that another repository holds, on the word of
 // an upstream's manifest, would let a mirror of a crafted upstream read any private layer whose
 // digest it knows. (When the bytes are already in storage, putBlob hashes them and stores nothing.)
+import { and, eq, inArray } from 'drizzle-orm';
 import { Transform } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
+import { blobs, repositoryBlobs } from '../db/schema.ts';
 import type { Services } from '../platform/services.ts';
 import { linkedBlob } from '../registry/blobs.ts';
 import { type Descriptor, manifestByDigest, manifestByTag, parseManifest, type ParsedManifest, putManifest, setTag } from '../registry/manifests.ts';
@@ -90,10 +92,21 @@ async function withBlobLock(c: CopyContext, digest: string, fetch: () => Promise
   }
 }
 
-/** Streams one blob from the upstream into the preferred location. Returns bytes read. */
-export async function copyBlob(c: CopyContext, d: Descriptor): Promise<number> {
+/** Which of `digests` are linked to the repository. */
+async function linkedDigests(c: CopyContext, digests: string[]): Promise<Set<string>> {
+  if (digests.length === 0) return new Set();
+  const rows = await c.s.db
+    .select({ digest: blobs.digest })
+    .from(blobs)
+    .innerJoin(repositoryBlobs, and(eq(repositoryBlobs.blobId, blobs.id), eq(repositoryBlobs.repositoryId, c.repo.id)))
+    .where(inArray(blobs.digest, digests));
+  return new Set(rows.map((r) => r.digest));
+}
+
+/** Streams one blob from the upstream into the preferred location, unless the repository has it
+ * by the time the blob's lock is held (the caller checked before). Returns bytes read. */
+async function copyBlob(c: CopyContext, d: Descriptor): Promise<number> {
   if (!mustCopy(d)) return 0;
-  if (await linkedBlob(c.s.db, c.repo.id, d.digest)) return 0;
   return c.flights.run(`${c.repo.id}:${d.digest}`, () =>
     withBlobLock(c, d.digest, async () => {
       const blob = await c.upstream.getBlob(d.digest, c.signal);
@@ -133,19 +146,40 @@ export async function copyBlob(c: CopyContext, d: Descriptor): Promise<number> {
 
 /** Copies blobs a few at a time (the host semaphore bounds the total). */
 async function copyBlobs(c: CopyContext, descriptors: Descriptor[]): Promise<number> {
-  const unique = [...new Map(descriptors.map((d) => [d.digest, d])).values()];
-  let total = 0;
+  const wanted = [...new Map(descriptors.filter(mustCopy).map((d) => [d.digest, d])).values()];
+  // Those the repository already has, in one query rather than one per blob (copyBlob asks again
+  // for the rest under the blob's lock, as another copy may link them meanwhile).
+  const have = await linkedDigests(c, wanted.map((d) => d.digest));
+  const missing = wanted.filter((d) => !have.has(d.digest));
+  const bytes = await mapLimit(missing, BLOBS_AT_ONCE, (d) => copyBlob(c, d));
+  return bytes.reduce((a, b) => a + b, 0);
+}
+
+/** Blobs of one image, and platforms of one index, copied at once. */
+const BLOBS_AT_ONCE = 3;
+const CHILDREN_AT_ONCE = 4;
+
+/** `fn` over `items`, `limit` at a time, results in order. A failure rejects only once every
+ * started call has settled (none keeps copying behind the caller's back) and starts no more. */
+async function mapLimit<T, R>(items: T[], limit: number, fn: (item: T) => Promise<R>): Promise<R[]> {
+  const results: R[] = new Array(items.length);
   let next = 0;
+  let failed = false;
   const worker = async () => {
-    while (next < unique.length) {
-      const d = unique[next++]!;
-      // Not `total += await …`: that reads `total` before the await and loses the other workers' bytes.
-      const n = await copyBlob(c, d);
-      total += n;
+    while (!failed && next < items.length) {
+      const i = next++;
+      try {
+        results[i] = await fn(items[i]!);
+      } catch (e) {
+        failed = true;
+        throw e;
+      }
     }
   };
-  await Promise.all(Array.from({ length: Math.min(3, unique.length) }, worker));
-  return total;
+  const settled = await Promise.allSettled(Array.from({ length: Math.min(limit, items.length) }, worker));
+  const rejected = settled.find((r): r is PromiseRejectedResult => r.status === 'rejected');
+  if (rejected) throw rejected.reason;
+  return results;
 }
 
 interface Staged {
@@ -175,13 +209,19 @@ async function stage(c: CopyContext, m: Staged, out: Staged[], depth: number, co
     counter.bytes += n;
   } else {
     if (depth > 3) throw new UpstreamError('protocol', `manifest ${m.digest}: indexes nested too deeply`);
-    for (const child of parsed.children) {
+    // The platforms are fetched side by side (the host semaphore bounds the requests), each
+    // staged on its own list; the lists join in the index's order, children before parents.
+    const seen = new Set(out.map((s) => s.digest));
+    const children = [...new Map(parsed.children.map((d) => [d.digest, d])).values()].filter((d) => !seen.has(d.digest));
+    const lists = await mapLimit(children, CHILDREN_AT_ONCE, async (child) => {
+      const mine: Staged[] = [];
+      if (await manifestByDigest(c.s.db, c.repo.id, child.digest)) return mine;
       c.heartbeat();
-      if (await manifestByDigest(c.s.db, c.repo.id, child.digest)) continue;
-      if (out.some((s) => s.digest === child.digest)) continue;
       const fetched = await c.upstream.getManifest(child.digest, child.digest, c.signal);
-      await stage(c, fetched, out, depth + 1, counter);
-    }
+      await stage(c, fetched, mine, depth + 1, counter);
+      return mine;
+    });
+    for (const list of lists) for (const s of list) if (!out.some((o) => o.digest === s.digest)) out.push(s);
   }
   out.push(m);
 }
@@ -215,13 +255,20 @@ async function copyReferrers(c: CopyContext, subjects: string[], counter: { byte
  */
 export async function copyTag(c: CopyContext, tag: string): Promise<TagResult> {
   const local = await manifestByTag(c.s.db, c.repo.id, tag);
-  const head = await c.upstream.headManifest(tag, c.signal);
-  if (!head) return { tag, status: 'gone' };
-  if (local && head.digest && head.digest === local.digest) return { tag, status: 'unchanged', digest: local.digest, bytes: 0 };
-  c.heartbeat();
+  // The HEAD only pays when there is a local tag it may find unchanged: a tag new here needs the
+  // GET anyway (which names its digest too), and every request costs the upstream (a bcrypt
+  // check per request on an htpasswd registry).
+  let expected: string | undefined;
+  if (local) {
+    const head = await c.upstream.headManifest(tag, c.signal);
+    if (!head) return { tag, status: 'gone' };
+    if (head.digest && head.digest === local.digest) return { tag, status: 'unchanged', digest: local.digest, bytes: 0 };
+    expected = head.digest;
+    c.heartbeat();
+  }
   let top;
   try {
-    top = await c.upstream.getManifest(tag, head.digest, c.signal);
+    top = await c.upstream.getManifest(tag, expected, c.signal);
   } catch (e) {
     if (e instanceof UpstreamError && e.kind === 'not_found') return { tag, status: 'gone' };
     throw e;

@@ -38,7 +38,7 @@ function activityProxy(): Record<string, Fake> {
   const names = [
     'planReplication', 'copyBlobToLocation', 'finishReplication', 'scanForBackfill', 'markDraining', 'restoreLocationState',
     'unprotectedBlobs', 'deletePlacementsBatch', 'deleteLocationRow', 'expireUploadSessions', 'reconcileMirrorState',
-    'beginMirrorRun', 'planMirrorRun', 'loadMirrorPlan', 'mirrorTag', 'recordMirrorTagFailure', 'pruneMirrorTags',
+    'beginMirrorRun', 'planMirrorRun', 'loadMirrorPlan', 'mirrorTag', 'mirrorTags', 'recordMirrorTagFailure', 'pruneMirrorTags',
     'rollbackMirrorRun', 'finishMirrorRun', 'mirrorWebhookTargets', 'deliverMirrorWebhook',
     'scrubPage', 'checkScrubRepairs', 'scrubFinished', 'orphanGraceSeconds', 'orphanSweepLocations', 'sweepLocationOrphans',
     'gcGraceSeconds', 'expireUntaggedManifests', 'markGarbage', 'gcPendingLocations', 'purgeLocation', 'deleteUnplacedBlobs',
@@ -299,6 +299,52 @@ const SCENARIOS: Scenario[] = [
     act: cancelWhenActivityRuns,
   },
   {
+    // Since 'mirror-tag-batches': one activity per batch of tags; 250 tags are three batches,
+    // with the recording server's low suggestion continuing as new between them.
+    name: 'mirrorSync-batched',
+    activities: (() => {
+      const planned = Array.from({ length: 250 }, (_, i) => `v${i + 1}`);
+      return {
+        beginMirrorRun: () => begun(300),
+        mirrorWebhookTargets: () => [],
+        planMirrorRun: () => ({ planned: planned.length, upstreamTags: 260 }),
+        loadMirrorPlan: (input: { offset: number; limit: number }) => ({ offset: input.offset, tags: planned.slice(input.offset, input.offset + input.limit) }),
+        mirrorTags: (input: { tags: string[] }) => ({ taken: input.tags.length, done: input.tags.length, failed: 0, bytes: 100 * input.tags.length, firstError: null }),
+        pruneMirrorTags: () => ['old'],
+        finishMirrorRun: () => summary('SUCCESS'),
+      };
+    })(),
+    start: (c) => start(c, 'mirrorSync', 'mirror-sync/acme/batched', { repository: 'acme/batched' }),
+  },
+  {
+    // A batch with a failed tag under rollback_on_failure stops the run and rolls it back.
+    name: 'mirrorSync-batched-failed-rollback',
+    activities: {
+      beginMirrorRun: () => begun(300, true),
+      mirrorWebhookTargets: () => [],
+      planMirrorRun: () => ({ planned: 3, upstreamTags: 3 }),
+      loadMirrorPlan: () => ({ offset: 0, tags: ['v1', 'v2', 'v3'] }),
+      mirrorTags: () => ({ taken: 2, done: 1, failed: 1, bytes: 100, firstError: 'v2: manifest unknown' }),
+      rollbackMirrorRun: () => ({ restored: 1, removed: 1, missing: [] }),
+      finishMirrorRun: () => summary('FAIL'),
+    },
+    start: (c) => start(c, 'mirrorSync', 'mirror-sync/acme/batched-rollback', { repository: 'acme/batched-rollback' }),
+  },
+  {
+    name: 'mirrorSync-batched-cancelled',
+    activities: {
+      beginMirrorRun: () => begun(300, true),
+      mirrorWebhookTargets: () => [],
+      planMirrorRun: () => ({ planned: 1, upstreamTags: 1 }),
+      loadMirrorPlan: () => ({ offset: 0, tags: ['v1'] }),
+      mirrorTags: runUntilCancelled,
+      rollbackMirrorRun: () => ({ restored: 0, removed: 0, missing: [] }),
+      finishMirrorRun: () => summary('CANCEL'),
+    },
+    start: (c) => start(c, 'mirrorSync', 'mirror-sync/acme/batched-cancelled', { repository: 'acme/batched-cancelled' }),
+    act: (h) => cancelWhenActivityRuns(h, 'mirrorTags'),
+  },
+  {
     name: 'mirrorSync-skipped',
     activities: {
       beginMirrorRun: () => ({ kind: 'skipped', reason: 'mirror config deleted', configMissing: true }),
@@ -458,10 +504,10 @@ SCENARIOS.push(
   },
 );
 
-async function cancelWhenActivityRuns(handle: WorkflowHandle): Promise<void> {
+async function cancelWhenActivityRuns(handle: WorkflowHandle, type?: string): Promise<void> {
   for (;;) {
     const d = await handle.describe();
-    if ((d.raw.pendingActivities ?? []).some((a) => a.state === 2 /* STARTED */)) break;
+    if ((d.raw.pendingActivities ?? []).some((a) => a.state === 2 /* STARTED */ && (!type || a.activityType?.name === type))) break;
     await new Promise((r) => setTimeout(r, 100));
   }
   await handle.cancel();

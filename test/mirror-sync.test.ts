@@ -28,6 +28,17 @@ const TAGS = [
 ];
 const MULTI_ARCH = ['v1.2', 'v1.4', 'latest', 'v2.1'];
 
+/** How many activities of each type a workflow run scheduled. */
+async function activityTypes(s: RunningWorkers['services'], workflowId: string, runId: string): Promise<Record<string, number>> {
+  const history = await s.temporal.client.workflow.getHandle(workflowId, runId).fetchHistory();
+  const counts: Record<string, number> = {};
+  for (const e of history.events ?? []) {
+    const name = e.activityTaskScheduledEventAttributes?.activityType?.name;
+    if (name) counts[name] = (counts[name] ?? 0) + 1;
+  }
+  return counts;
+}
+
 describe('repository mirroring against a distribution registry', () => {
   let upstream: UpstreamRegistry;
   let filled: FilledRepository;
@@ -80,8 +91,7 @@ describe('repository mirroring against a distribution registry', () => {
     const before = upstream.requests.length;
     // The first look at v1.3 is answered 429 with Retry-After: the tag is retried after it and syncs.
     let throttled = 0;
-    upstream.intercept = (method, path) =>
-      method === 'HEAD' && path.endsWith('/manifests/v1.3') && throttled++ === 0 ? { status: 429, headers: { 'retry-after': '2' } } : undefined;
+    upstream.intercept = (_method, path) => (path.endsWith('/manifests/v1.3') && throttled++ === 0 ? { status: 429, headers: { 'retry-after': '2' } } : undefined);
     upstream.maxInFlight = 0;
     await requestSyncNow(s, { ...f.repo, state: 'mirror' });
     const run = await waitForRuns(s, cfg.id, 1);
@@ -109,6 +119,13 @@ describe('repository mirroring against a distribution registry', () => {
     // The shared layer once, each of the ten images' own layer, configs and manifests.
     expect(run.bytes, JSON.stringify(run.tagResults)).toBeGreaterThan(64 * 1024 + 10 * 8 * 1024);
     expect(run.tagResults?.filter((t) => t.status === 'synced').map((t) => t.tag).sort()).toEqual(expected);
+    // Tags new here are read with one GET each (no HEAD first: there is nothing local to compare).
+    const firstRequests = upstream.requests.slice(before);
+    expect(firstRequests.filter((r) => r.method === 'HEAD' && r.path.includes('/manifests/'))).toHaveLength(0);
+    // All seven tags in one batch activity (one Temporal round trip, not one per tag).
+    const activities = await activityTypes(s, run.workflowId, run.runId);
+    expect(activities.mirrorTags, JSON.stringify(activities)).toBe(1);
+    expect(activities.mirrorTag, JSON.stringify(activities)).toBeUndefined();
   });
 
   it('a second sync copies nothing new; changed globs and tags gone upstream are deleted locally', async () => {
@@ -121,6 +138,9 @@ describe('repository mirroring against a distribution registry', () => {
     expect(second.status, second.reason ?? '').toBe('SUCCESS');
     expect(second.tagResults?.every((t) => t.status === 'unchanged')).toBe(true);
     expect(upstream.requests.slice(before).filter((r) => r.method === 'GET' && r.path.includes('/blobs/'))).toHaveLength(0);
+    // Tags already here: one HEAD each tells they are unchanged, and no manifest is read.
+    expect(upstream.requests.slice(before).filter((r) => r.method === 'GET' && r.path.includes('/manifests/'))).toHaveLength(0);
+    expect(upstream.requests.slice(before).filter((r) => r.method === 'HEAD' && r.path.includes('/manifests/') && r.status === 200)).toHaveLength(7);
 
     // v1.5 disappears upstream (its manifest deleted), and the globs narrow to v1.0, v1.1, latest.
     const del = await upstream.directClient.fetch(`/v2/library/app/manifests/${filled.digestOf('v1.5')}`, { method: 'DELETE' });

@@ -67,6 +67,21 @@ function upstreamActivities(attempts: number) {
   });
 }
 
+/** A batch of tags: retries of the batch itself are for a worker that died or a database that
+ * failed (each tag's own retries happen inside); a retry resumes after the recorded tags. */
+function batchActivities(tagAttempts: number) {
+  return proxyActivities<Activities>({
+    taskQueue: TASK_QUEUES.mirror,
+    startToCloseTimeout: '6 hours',
+    heartbeatTimeout: '1 minute',
+    cancellationType: ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
+    retry: { initialInterval: '1 second', backoffCoefficient: 2, maximumInterval: '30 seconds', maximumAttempts: Math.max(3, tagAttempts), nonRetryableErrorTypes: MIRROR_TAG_NON_RETRYABLE },
+  });
+}
+
+/** Tags per batch activity: few enough that a batch's progress shows in the workflow often. */
+const BATCH_TAGS = 100;
+
 const notify = proxyActivities<Activities>({
   startToCloseTimeout: '30 seconds',
   retry: { initialInterval: '2 seconds', backoffCoefficient: 2, maximumInterval: '5 minutes', maximumAttempts: 10, nonRetryableErrorTypes: [MIRROR_FAILURES.webhookRefused] },
@@ -147,6 +162,7 @@ export async function mirrorSync(input: MirrorSyncInput): Promise<MirrorSyncResu
     };
   }
   const upstream = upstreamActivities(state.settings.tagAttempts);
+  const batch = batchActivities(state.settings.tagAttempts);
   let bytes = 0;
   const show = (phase: string) => {
     upsertSearchAttributes([
@@ -204,6 +220,30 @@ export async function mirrorSync(input: MirrorSyncInput): Promise<MirrorSyncResu
     const yieldWhenSuggested = patched('mirror-continue-as-new-suggested');
     const stopAt = Math.min(state.total, state.next + perRun, window.offset + window.tags.length);
     let stop = false;
+    const suggested = () => yieldWhenSuggested && workflowInfo().continueAsNewSuggested;
+    // Batches: one activity copies up to BATCH_TAGS tags (each with its own retries), instead
+    // of one activity (and Temporal round trip) per tag.
+    const batched = patched('mirror-tag-batches');
+    const batches = async () => {
+      while (!stop && state.next < stopAt && !suggested()) {
+        const from = state.next - window.offset;
+        const tags = window.tags.slice(from, from + Math.min(BATCH_TAGS, stopAt - state.next));
+        const r = await batch.mirrorTags({
+          runRowId: state.runRowId,
+          tags,
+          concurrency: Math.max(1, state.settings.tagParallelism),
+          attempts: state.settings.tagAttempts,
+          stopOnFailure: state.rollbackOnFailure,
+        });
+        state.next += r.taken;
+        state.done += r.done;
+        state.failed += r.failed;
+        bytes += r.bytes;
+        state.firstError ??= r.firstError;
+        if (r.failed > 0 && state.rollbackOnFailure) stop = true;
+        show('SYNCING');
+      }
+    };
     const worker = async () => {
       while (!stop && state.next < stopAt && !(yieldWhenSuggested && workflowInfo().continueAsNewSuggested)) {
         const tag = window.tags[state.next++ - window.offset]!;
@@ -223,7 +263,9 @@ export async function mirrorSync(input: MirrorSyncInput): Promise<MirrorSyncResu
       }
     };
     // allSettled: on a cancel every copy has stopped before the bookkeeping below runs.
-    const settled = await Promise.allSettled(Array.from({ length: Math.max(1, state.settings.tagParallelism) }, worker));
+    const settled = batched
+      ? await Promise.allSettled([batches()])
+      : await Promise.allSettled(Array.from({ length: Math.max(1, state.settings.tagParallelism) }, worker));
     const rejected = settled.find((r): r is PromiseRejectedResult => r.status === 'rejected');
     if (rejected) throw rejected.reason;
 
