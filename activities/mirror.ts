@@ -186,7 +186,9 @@ export function createMirrorActivities(s: Services) {
           },
         );
       } catch (e) {
-        if (actx.cancellationSignal.aborted) throw e;
+        // Cancelled: whatever a copy failed with as it was cut off (a closed stream, an aborted
+        // upload), the batch reports the cancel itself, or Temporal would record a failure.
+        if (actx.cancellationSignal.aborted) throw actx.cancellationSignal.reason ?? e;
         log.warn({ repository: ctx.repo.fullName, err: (e as Error).message, attempt: actx.info.attempt }, 'mirror tag batch attempt failed');
         throw toFailure(e);
       } finally {

@@ -19,6 +19,7 @@ import {
   ActivityFailure,
   ApplicationFailure,
   CancellationScope,
+  CancelledFailure,
   continueAsNew,
   isCancellation,
   ParentClosePolicy,
@@ -228,13 +229,19 @@ export async function mirrorSync(input: MirrorSyncInput): Promise<MirrorSyncResu
       while (!stop && state.next < stopAt && !suggested()) {
         const from = state.next - window.offset;
         const tags = window.tags.slice(from, from + Math.min(BATCH_TAGS, stopAt - state.next));
-        const r = await batch.mirrorTags({
-          runRowId: state.runRowId,
-          tags,
-          concurrency: Math.max(1, state.settings.tagParallelism),
-          attempts: state.settings.tagAttempts,
-          stopOnFailure: state.rollbackOnFailure,
-        });
+        const r = await batch
+          .mirrorTags({
+            runRowId: state.runRowId,
+            tags,
+            concurrency: Math.max(1, state.settings.tagParallelism),
+            attempts: state.settings.tagAttempts,
+            stopOnFailure: state.rollbackOnFailure,
+          })
+          .catch((e: unknown) => {
+            // A batch that failed while the sync was being cancelled is the cancel.
+            if (!isCancellation(e) && CancellationScope.current().consideredCancelled) throw new CancelledFailure('cancelled');
+            throw e;
+          });
         state.next += r.taken;
         state.done += r.done;
         state.failed += r.failed;
