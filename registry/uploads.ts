@@ -44,6 +44,12 @@ const BUSY_LEASE_SECONDS = 60;
  * has arrived. */
 export const CHUNK_MIN_LENGTH = MIN_PART_SIZE;
 
+/** Parts of one upload being written to storage at once, as many as the SDK's own managed
+ * upload sends (its default): with two, the request mostly waited for the storage server's
+ * per-part latency rather than moved bytes. Bounds an upload's memory to about
+ * (PARTS_IN_FLIGHT + 2) x 16 MiB. */
+const PARTS_IN_FLIGHT = 4;
+
 /** Sessions untouched this long are abandoned (cleaned up by the upload janitor). */
 export const UPLOAD_TTL_HOURS = 24;
 
@@ -159,7 +165,11 @@ class ChunkState {
     readonly session: UploadSession,
     readonly hasher: ResumableHasher,
   ) {
-    this.writer = new MultipartWriter(loc.driver, session.objectKey, { uploadId: session.multipartUploadId ?? undefined, parts: session.parts });
+    this.writer = new MultipartWriter(loc.driver, session.objectKey, {
+      uploadId: session.multipartUploadId ?? undefined,
+      parts: session.parts,
+      maxInFlight: PARTS_IN_FLIGHT,
+    });
     this.size = session.size;
     this.unread = tailKeysOf(session);
     this.unreadSize = this.unread.length > 0 ? session.tailSize : 0;
@@ -478,7 +488,7 @@ export async function putBlob(
   const ownKey = needsOwnObject(existing) ? uploadDataKey(loc.pathPrefix, randomUUID()) : null;
   const key = ownKey ?? blobKey(loc.pathPrefix, digest);
   const hasher = await createResumableHasher(algorithm);
-  const writer = exists ? undefined : new MultipartWriter(loc.driver, key);
+  const writer = exists ? undefined : new MultipartWriter(loc.driver, key, { maxInFlight: PARTS_IN_FLIGHT });
   let size = 0;
   try {
     for await (const raw of body) {
