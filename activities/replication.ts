@@ -17,6 +17,7 @@ import {
   restoreLocationState,
   unprotectedBlobs,
 } from '../replication/removal.ts';
+import { deleteScrubSchedule } from '../workers/schedules.ts';
 
 export type { ReplicationPlan } from '../replication/planning.ts';
 
@@ -84,6 +85,12 @@ export function createReplicationActivities(s: Services) {
 
     deletePlacementsBatch: (input: { location: string; limit: number; purge: boolean }) => beating(() => deletePlacementsBatch(removal, input)),
 
-    deleteLocationRow: (name: string) => mapped(() => deleteLocationRow(removal, name)),
+    /** The row, then the location's scrub schedule (idempotent: a retry finds both gone). */
+    deleteLocationRow: (name: string) =>
+      mapped(async () => {
+        const r = await deleteLocationRow(removal, name);
+        if (r.deleted) await deleteScrubSchedule(s.temporal.client, name);
+        return r;
+      }),
   };
 }

@@ -23,6 +23,7 @@ import {
 } from '../contract/replication.ts';
 import { type OperationStatus, operationStatus, startWorkflow, workflowHandle } from '../platform/workflows.ts';
 import { WORKFLOW_IDS } from '../temporal.config.ts';
+import { upsertScrubSchedule } from '../workers/schedules.ts';
 
 export class OperationError extends DomainError {}
 
@@ -102,6 +103,12 @@ export async function addLocation(s: Services, input: AddLocationInput): Promise
   const [created] = await s.db.insert(storageLocations).values(row).onConflictDoNothing().returning();
   if (!created) throw new OperationError('conflict', `location ${input.name} already exists`);
   await s.locations.refresh();
+  // Its weekly scrub, now rather than at the next `meridian temporal setup` (which would also
+  // create it, so a Temporal that does not answer here only delays it).
+  const names = (await s.db.select({ name: storageLocations.name }).from(storageLocations).orderBy(asc(storageLocations.id))).map((r) => r.name);
+  await upsertScrubSchedule(s.temporal.client, names, input.name).catch((e: unknown) =>
+    s.logger.warn({ err: e, location: input.name }, 'no scrub schedule for the new location yet: run meridian temporal setup'),
+  );
   return (await listLocations(s)).find((l) => l.name === input.name)!;
 }
 

@@ -46,7 +46,8 @@ export const MAINTENANCE_SCHEDULES: OwnedSchedule[] = [
 
 /** Each location's weekly integrity scrub (every copy, at the default rate), spread over the
  * week by location so that they do not all read at once. Setup declares one per location in the
- * database; a removed location's schedule goes with the next setup. */
+ * database; the API also creates a new location's at once and the location's removal deletes it
+ * (upsertScrubSchedule, deleteScrubSchedule); setup catches up with any either missed. */
 export const SCRUB_SCHEDULE_PREFIX = `${MAINTENANCE_PREFIX}scrub/`;
 
 export function scrubSchedules(locations: string[]): OwnedSchedule[] {
@@ -60,6 +61,26 @@ export function scrubSchedules(locations: string[]): OwnedSchedule[] {
 }
 
 export type ScheduleOutcome = 'created' | 'updated' | 'deleted';
+
+/** A location's scrub schedule, brought in line when the location is added (before, only the
+ * next `meridian temporal setup` created it): the one setup declares, its offset from the
+ * location's place among `locations` (every location, in id order, as setup lists them). */
+export async function upsertScrubSchedule(client: Client, locations: string[], location: string): Promise<ScheduleOutcome> {
+  const s = scrubSchedules(locations).find((x) => x.scheduleId === WORKFLOW_IDS.scrubSchedule(location));
+  if (!s) throw new Error(`${location} is not among the locations`);
+  return upsertSchedule(client, s);
+}
+
+/** A removed location's scrub schedule goes with it (false: there was none). */
+export async function deleteScrubSchedule(client: Client, location: string): Promise<boolean> {
+  try {
+    await client.schedule.getHandle(WORKFLOW_IDS.scrubSchedule(location)).delete();
+    return true;
+  } catch (e) {
+    if (e instanceof ScheduleNotFoundError) return false;
+    throw e;
+  }
+}
 
 /** Creates the schedule, or replaces its spec, action and policies with these. A pause set by an
  * operator (in the UI or with `temporal schedule toggle`) is kept. */
