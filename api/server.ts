@@ -4,6 +4,7 @@
 import { createServer, type Server } from 'node:http';
 import { ConfigError, type Config } from '../config.ts';
 import { startHealthProber } from '../platform/health-prober.ts';
+import { sealStoredProxyPasswords } from '../mirror/secrets.ts';
 import { createServices, type Services } from '../platform/services.ts';
 import { unknownPreferredLocations } from '../storage/locations.ts';
 import { createApp } from './app.ts';
@@ -31,10 +32,22 @@ export interface ApiOptions {
   healthProber?: boolean;
 }
 
+/** Mirrors saved before proxy passwords were sealed hold them in plain; seal them now rather than
+ * when each mirror happens to be saved again. A failure is logged, not fatal: serving goes first. */
+async function sealProxyPasswordsFromBefore(s: Services): Promise<void> {
+  try {
+    const sealed = await sealStoredProxyPasswords(s.db, s.secrets);
+    if (sealed) s.logger.info({ mirrors: sealed }, 'sealed proxy passwords stored in plain by an earlier version');
+  } catch (e) {
+    s.logger.error({ err: e }, 'could not seal the proxy passwords stored in plain; retried at the next start');
+  }
+}
+
 export async function startApi(config: Config, services?: Services, opts: ApiOptions = {}): Promise<RunningApi> {
   const s = services ?? createServices(config, 'api');
   try {
     await validateAgainstDatabase(s);
+    await sealProxyPasswordsFromBefore(s);
     await s.locations.refresh();
   } catch (e) {
     if (!services) await s.close();

@@ -14,8 +14,9 @@ export const PROXY_PASSWORD_MASK = '***';
 const FIELDS = ['http_proxy', 'https_proxy'] as const;
 type ProxyField = (typeof FIELDS)[number];
 
-/** The proxy column as stored. Rows written before proxy passwords were sealed may still hold a
- * password inside the URL; they are read (and masked) as they are until written again. */
+/** The proxy column as stored. Rows written before proxy passwords were sealed held the password
+ * inside the URL; every API start seals those (sealPlaintextProxyPasswords), and until then they
+ * are read (and masked) as they are. */
 export interface StoredProxySettings extends ProxySettings {
   http_proxy_password_enc?: string | null;
   https_proxy_password_enc?: string | null;
@@ -127,4 +128,29 @@ export function resealProxySettings(secrets: SecretBox, repositoryId: number, st
     changed = true;
   }
   return changed ? out : null;
+}
+
+/** A row from before proxy passwords were sealed, with each password taken out of its URL and
+ * sealed beside it (a sealed one already there is kept); null when no URL holds a password. */
+export function sealPlaintextProxyPasswords(secrets: SecretBox, repositoryId: number, stored: StoredProxySettings): StoredProxySettings | null {
+  let changed = false;
+  const out = { ...stored };
+  for (const field of FIELDS) {
+    const url = stored[field];
+    const u = url ? parse(url) : undefined;
+    if (!u || !u.password) continue;
+    out[field] = withoutPassword(u);
+    const encField = `${field}_password_enc` as const;
+    if (!stored[encField]) out[encField] = secrets.seal(decodeLenient(u.password), proxyPasswordContext(repositoryId, field)).toString('base64');
+    changed = true;
+  }
+  return changed ? out : null;
+}
+
+function decodeLenient(s: string): string {
+  try {
+    return decodeURIComponent(s);
+  } catch {
+    return s;
+  }
 }

@@ -1,17 +1,17 @@
 // Re-sealing the mirror's secrets (upstream and proxy passwords, webhook signing secrets) with the current
 // MERIDIAN_SECRET_KEY: the mirror part of `meridian secrets rotate`. Run it while the old key is
 // still in MERIDIAN_SECRET_KEY_PREVIOUS; afterwards the old key can be dropped.
-import { eq, isNotNull } from 'drizzle-orm';
+import { and, eq, isNotNull, sql } from 'drizzle-orm';
 import type { DbOrTx } from '../db/client.ts';
 import { mirrorConfigs, webhookSubscriptions } from '../db/schema.ts';
 import type { SecretBox } from '../security/secretbox.ts';
 import { passwordContext } from './config.ts';
-import { resealProxySettings } from './proxy-secrets.ts';
+import { resealProxySettings, sealPlaintextProxyPasswords } from './proxy-secrets.ts';
 import { secretContext } from './webhooks.ts';
 
 export interface ResealResult {
   mirrorPasswords: number;
-  /** Mirrors whose proxy passwords were re-sealed. */
+  /** Mirrors whose proxy passwords were re-sealed (or sealed: held in plain from before sealing). */
   proxyPasswords: number;
   webhookSecrets: number;
   /** Rows whose secret opens with no configured key (left as they are; re-enter them). */
@@ -34,6 +34,7 @@ export async function resealMirrorSecrets(db: DbOrTx, secrets: SecretBox): Promi
       result.failed.push(`mirror_configs ${c.id}`);
     }
   }
+  result.proxyPasswords += await sealStoredProxyPasswords(db, secrets);
   const proxied = await db.select({ id: mirrorConfigs.id, repositoryId: mirrorConfigs.repositoryId, proxy: mirrorConfigs.proxy }).from(mirrorConfigs).where(isNotNull(mirrorConfigs.proxy));
   for (const c of proxied) {
     try {
@@ -57,4 +58,28 @@ export async function resealMirrorSecrets(db: DbOrTx, secrets: SecretBox): Promi
     }
   }
   return result;
+}
+
+/** Seals the proxy passwords that mirrors saved before sealing still hold in plain inside their
+ * proxy URLs (they stayed so until the mirror was saved again). Run at every API start and by
+ * `meridian secrets rotate`: idempotent, and safe with several instances starting at once (a row
+ * is written only if it is still as read). Returns how many mirrors it sealed. */
+export async function sealStoredProxyPasswords(db: DbOrTx, secrets: SecretBox): Promise<number> {
+  // Only rows with an "@" in a proxy URL can hold a password there.
+  const rows = await db
+    .select({ id: mirrorConfigs.id, repositoryId: mirrorConfigs.repositoryId, proxy: mirrorConfigs.proxy })
+    .from(mirrorConfigs)
+    .where(sql`${mirrorConfigs.proxy}->>'http_proxy' like '%@%' or ${mirrorConfigs.proxy}->>'https_proxy' like '%@%'`);
+  let sealed = 0;
+  for (const r of rows) {
+    const next = r.proxy && sealPlaintextProxyPasswords(secrets, r.repositoryId, r.proxy);
+    if (!next) continue;
+    const done = await db
+      .update(mirrorConfigs)
+      .set({ proxy: next })
+      .where(and(eq(mirrorConfigs.id, r.id), sql`${mirrorConfigs.proxy} = ${JSON.stringify(r.proxy)}::jsonb`))
+      .returning({ id: mirrorConfigs.id });
+    sealed += done.length;
+  }
+  return sealed;
 }

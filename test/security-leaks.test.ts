@@ -106,6 +106,42 @@ describe('leaks', () => {
     expect((await stored()).proxy).toMatchObject({ https_proxy: 'http://elsewhere.example.com:3128', https_proxy_password_enc: null });
   });
 
+  it('proxy passwords a mirror saved in plain before sealing are sealed when an API starts, once', async () => {
+    const legacy = await createRepository(api.services.db, { fullName: `${owner.username}/legacy-proxy` });
+    const created = await call('POST', `/repository/${legacy.fullName}/mirror`, owner.authorization, {
+      external_reference: 'registry.example.com/library/redis',
+      sync_interval: 3600,
+      sync_start_date: '2030-01-02T03:04:05Z',
+      root_rule: { rule_kind: 'tag_glob_csv', rule_value: ['*'] },
+      robot_username: robotName,
+    });
+    expect(created.status).toBe(201);
+    // The row as the release before sealing wrote it: the passwords inside the URLs.
+    const plain = { https_proxy: 'http://puser:old-pw%40x@proxy.example.com:3128', http_proxy: 'http://u2:old-pw-2@proxy2.example.com:8080', no_proxy: '.internal' };
+    await api.services.db.update(mirrorConfigs).set({ proxy: plain }).where(eq(mirrorConfigs.repositoryId, legacy.id));
+    const stored = async () => (await api.services.db.select().from(mirrorConfigs).where(eq(mirrorConfigs.repositoryId, legacy.id)))[0]!;
+
+    const second = await startTestApi();
+    await second.close();
+    const sealed = (await stored()).proxy;
+    expect(JSON.stringify(sealed)).not.toContain('old-pw');
+    expect(sealed).toMatchObject({ https_proxy: 'http://puser@proxy.example.com:3128/', http_proxy: 'http://u2@proxy2.example.com:8080/', no_proxy: '.internal' });
+    // The worker opens them as they were typed.
+    expect(openProxySettings(api.services.secrets, legacy.id, sealed)).toEqual({
+      https_proxy: 'http://puser:old-pw%40x@proxy.example.com:3128/',
+      http_proxy: 'http://u2:old-pw-2@proxy2.example.com:8080/',
+      no_proxy: '.internal',
+    });
+    const shown = await (await call('GET', `/repository/${legacy.fullName}/mirror`, owner.authorization)).text();
+    expect(shown).not.toContain('old-pw');
+    expect(shown).toContain('http://puser:***@proxy.example.com:3128/');
+
+    // Idempotent: the next start leaves the sealed row as it is.
+    const third = await startTestApi();
+    await third.close();
+    expect((await stored()).proxy).toEqual(sealed);
+  });
+
   it('a failed query is logged with its statement, never its parameters', async () => {
     const lines: string[] = [];
     const logger = createLogger('leak-test', 'info', new Writable({ write: (chunk, _e, done) => (lines.push(String(chunk)), done()) }));
