@@ -8,6 +8,7 @@ import { runMain } from '../platform/main.ts';
 import { startHealthProber } from '../platform/health-prober.ts';
 import { OutboxRelay } from '../platform/outbox.ts';
 import { createServices, type Services } from '../platform/services.ts';
+import { redactingInterceptors } from '../security/failure-redaction.ts';
 import { temporalConnectOptions } from '../platform/temporal.ts';
 import { copyTaskQueue, TASK_QUEUES } from '../temporal.config.ts';
 import { workflowSource } from './bundle.ts';
@@ -63,10 +64,12 @@ export async function startWorkers(config: Config, opts: WorkerOptions, services
   const activities = createActivities(s);
   // SIGTERM lets in-flight activities finish (up to the grace) instead of cancelling them at once.
   const shutdownGraceTime = config.workerShutdownGraceSeconds * 1000;
+  // Activity failures are recorded in Temporal's history: no URL tokens, passwords or SQL parameters.
+  const interceptors = redactingInterceptors;
   const workers: Worker[] = [];
   if (opts.control) {
     const workflows = workflowSource(opts.workflowBundle, config.workflowBundlePath);
-    workers.push(await Worker.create({ connection, namespace, taskQueue: TASK_QUEUES.control, activities, shutdownGraceTime, ...workflows }));
+    workers.push(await Worker.create({ connection, namespace, taskQueue: TASK_QUEUES.control, activities, shutdownGraceTime, interceptors, ...workflows }));
   }
   if (opts.mirror) {
     workers.push(
@@ -76,6 +79,7 @@ export async function startWorkers(config: Config, opts: WorkerOptions, services
         taskQueue: TASK_QUEUES.mirror,
         activities,
         shutdownGraceTime,
+        interceptors,
         // Syncs heartbeat every few seconds; a cancel (sync-cancel) reaches a copy that quickly.
         defaultHeartbeatThrottleInterval: '2 seconds',
         maxHeartbeatThrottleInterval: '5 seconds',
@@ -90,6 +94,7 @@ export async function startWorkers(config: Config, opts: WorkerOptions, services
         taskQueue: copyTaskQueue(loc),
         activities,
         shutdownGraceTime,
+        interceptors,
         maxConcurrentActivityTaskExecutions: 8,
         // Copies checkpoint at every part; send those checkpoints promptly so a crash loses little.
         defaultHeartbeatThrottleInterval: '1 second',
