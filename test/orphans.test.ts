@@ -3,33 +3,19 @@
 // kept within the grace period, and removed by `meridian orphans` — while every stored blob, an
 // upload in progress and its multipart upload stay. The locations get a prefix of their own
 // here, so the sweep sees only this file's objects in the shared test buckets.
-import { spawn } from 'node:child_process';
 import { randomBytes, randomUUID } from 'node:crypto';
-import path from 'node:path';
 import { GetBucketLifecycleConfigurationCommand } from '@aws-sdk/client-s3';
 import { sql } from 'drizzle-orm';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createUser } from '../auth/accounts.ts';
 import { DEV_BUCKET } from '../devstack/stack.ts';
-import { PROJECT_ROOT } from '../devstack/tools.ts';
 import { blobKey, uploadDataKey, uploadTailKey } from '../storage/paths.ts';
-import { S3Driver } from '../storage/s3.ts';
+import type { S3Driver } from '../storage/s3.ts';
 import type { RunningWorkers } from '../workers/main.ts';
 import { createTestUser, ensureTestLocations, stackInfo, startTestApi, startTestWorkers, testDatabase } from './support/harness.ts';
+import { meridian, regionDrivers } from './support/gc-helpers.ts';
 import { waitFor } from './support/mirror-helpers.ts';
 import { OciClient, pushRandomImage, sha256 } from './support/oci-client.ts';
-
-function meridian(args: string[], env: Record<string, string>): Promise<{ code: number | null; out: string; err: string }> {
-  return new Promise((resolve) => {
-    const child = spawn(path.join(PROJECT_ROOT, 'bin', 'meridian'), args, { env: { ...process.env, ...env }, cwd: '/' });
-    let out = '';
-    let err = '';
-    child.stdout.on('data', (d: Buffer) => (out += d.toString()));
-    child.stderr.on('data', (d: Buffer) => (err += d.toString()));
-    child.stdin.end();
-    child.on('exit', (code) => resolve({ code, out: out.trim(), err: err.trim() }));
-  });
-}
 
 interface Sweep {
   location: string;
@@ -59,12 +45,7 @@ describe('orphan sweep', () => {
     workers = await startTestWorkers({ control: true, mirror: false });
     await api.services.db.transaction((tx) => createUser(tx, { username: root, password: rootPassword }));
     env = { MERIDIAN_URL: api.url, MERIDIAN_USERNAME: root, MERIDIAN_PASSWORD: rootPassword };
-    drivers = new Map(
-      stackInfo().regions.map((r) => [
-        r.name,
-        new S3Driver({ name: r.name, endpoint: `http://127.0.0.1:${r.port}`, region: 'us-east-1', bucket: DEV_BUCKET, ...stackInfo().s3Credentials }),
-      ]),
-    );
+    drivers = regionDrivers();
   });
   afterAll(async () => {
     for (const d of drivers?.values() ?? []) d.close();

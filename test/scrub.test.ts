@@ -2,35 +2,20 @@
 // Meridian's back (written straight into a region's bucket) are found, never served once found —
 // by any region's API, redirecting or streaming — and re-copied from another region through the
 // replication workflow; `meridian scrub <location>` runs the whole thing and reports it.
-import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import path from 'node:path';
 import type { Client, Connection } from '@temporalio/client';
 import { sql } from 'drizzle-orm';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createUser } from '../auth/accounts.ts';
-import { DEV_BUCKET } from '../devstack/stack.ts';
-import { PROJECT_ROOT } from '../devstack/tools.ts';
 import { type ScrubPage, scrubPage } from '../replication/scrub.ts';
 import { blobKey } from '../storage/paths.ts';
-import { S3Driver } from '../storage/s3.ts';
+import type { S3Driver } from '../storage/s3.ts';
 import { WORKFLOW_IDS } from '../temporal.config.ts';
 import type { RunningWorkers } from '../workers/main.ts';
 import { basic, createTestUser, stackInfo, startTestApi, startTestWorkers, testDatabase, testTemporal } from './support/harness.ts';
+import { meridian, regionDrivers } from './support/gc-helpers.ts';
 import { waitFor } from './support/mirror-helpers.ts';
 import { OciClient, pushRandomImage, sha256 } from './support/oci-client.ts';
-
-function meridian(args: string[], env: Record<string, string>): Promise<{ code: number | null; out: string; err: string }> {
-  return new Promise((resolve) => {
-    const child = spawn(path.join(PROJECT_ROOT, 'bin', 'meridian'), args, { env: { ...process.env, ...env }, cwd: '/' });
-    let out = '';
-    let err = '';
-    child.stdout.on('data', (d: Buffer) => (out += d.toString()));
-    child.stderr.on('data', (d: Buffer) => (err += d.toString()));
-    child.stdin.end();
-    child.on('exit', (code) => resolve({ code, out: out.trim(), err: err.trim() }));
-  });
-}
 
 type Api = Awaited<ReturnType<typeof startTestApi>>;
 
@@ -61,12 +46,7 @@ describe('integrity scrub', () => {
     ({ client: temporal, connection } = await testTemporal());
     await api.services.db.transaction((tx) => createUser(tx, { username: root, password: rootPassword }));
     env = { MERIDIAN_URL: api.url, MERIDIAN_USERNAME: root, MERIDIAN_PASSWORD: rootPassword };
-    drivers = new Map(
-      stackInfo().regions.map((r) => [
-        r.name,
-        new S3Driver({ name: r.name, endpoint: `http://127.0.0.1:${r.port}`, region: 'us-east-1', bucket: DEV_BUCKET, ...stackInfo().s3Credentials }),
-      ]),
-    );
+    drivers = regionDrivers();
   });
   afterAll(async () => {
     for (const d of drivers?.values() ?? []) d.close();

@@ -1,15 +1,31 @@
 // What the garbage-collection tests share: each region's bucket read directly (what is really
 // stored, not what the database says), the placements of a blob by state, pushes that retry a
 // 503 as registry clients do, and GC runs started and followed through the management API.
+import { spawn } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
+import path from 'node:path';
 import { sql } from 'drizzle-orm';
 import type { DbHandle } from '../../db/client.ts';
 import { DEV_BUCKET } from '../../devstack/stack.ts';
+import { PROJECT_ROOT } from '../../devstack/tools.ts';
 import { placementKey } from '../../storage/paths.ts';
 import { S3Driver } from '../../storage/s3.ts';
 import { basic, stackInfo } from './harness.ts';
 import { waitFor } from './mirror-helpers.ts';
 import { type OciClient, sha256 } from './oci-client.ts';
+
+/** `bin/meridian <args>` as an operator runs it (env: MERIDIAN_URL and the credentials). */
+export function meridian(args: string[], env: Record<string, string>): Promise<{ code: number | null; out: string; err: string }> {
+  return new Promise((resolve) => {
+    const child = spawn(path.join(PROJECT_ROOT, 'bin', 'meridian'), args, { env: { ...process.env, ...env }, cwd: '/' });
+    let out = '';
+    let err = '';
+    child.stdout.on('data', (d: Buffer) => (out += d.toString()));
+    child.stderr.on('data', (d: Buffer) => (err += d.toString()));
+    child.stdin.end();
+    child.on('exit', (code) => resolve({ code, out: out.trim(), err: err.trim() }));
+  });
+}
 
 export function regionDrivers(): Map<string, S3Driver> {
   return new Map(
