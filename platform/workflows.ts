@@ -109,12 +109,14 @@ function progressUnavailableReason(e: unknown): string {
 }
 
 function temporalUnavailable(e: unknown): unknown {
+  return isTemporalUnavailable(e) ? new DomainError('unavailable', 'Temporal did not answer in time, retry later') : e;
+}
+
+/** Temporal unreachable or not answering within the deadline: a 503 for the caller, not a fault. */
+export function isTemporalUnavailable(e: unknown): boolean {
   // The client wraps a failed call's gRPC error in its own ServiceError (as `cause`).
   const grpc = isGrpcServiceError(e) ? e : isGrpcServiceError((e as { cause?: unknown })?.cause) ? (e as { cause: { code: number } }).cause : undefined;
-  if (isGrpcDeadlineError(e) || grpc?.code === GRPC_UNAVAILABLE) {
-    return new DomainError('unavailable', 'Temporal did not answer in time, retry later');
-  }
-  return e;
+  return isGrpcDeadlineError(e) || grpc?.code === GRPC_UNAVAILABLE;
 }
 
 // grpc.status.UNAVAILABLE, without importing @grpc/grpc-js for one number.

@@ -6,7 +6,7 @@
 import { randomBytes } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createUser } from '../auth/accounts.ts';
-import { basic, stackInfo, startTestApi, testTemporal } from './support/harness.ts';
+import { basic, stackControl, stackInfo, startTestApi, testTemporal } from './support/harness.ts';
 
 interface Status {
   workflowId: string;
@@ -73,6 +73,19 @@ describe('operation status without a worker', () => {
     expect(Date.now() - t1).toBeLessThan(5_000);
     expect(ended).toMatchObject({ workflowId, status: 'TERMINATED', progress: null });
     expect(ended.progressUnavailable).toBeUndefined();
+  });
+
+  it('Temporal down: starting and reading an operation answer 503 with Retry-After, not 500', async () => {
+    await stackControl.stop('temporal');
+    try {
+      const started = await asRoot('/api/v1/orphans', 'POST', {});
+      expect(started.status).toBe(503);
+      expect(started.headers.get('retry-after')).toBe('5');
+      expect(((await started.json()) as { error_type: string }).error_type).toBe('unavailable');
+      expect((await asRoot('/api/v1/gc')).status).toBe(503);
+    } finally {
+      await stackControl.start('temporal');
+    }
   });
 
   it('several status requests at once are all answered within the deadline', async () => {

@@ -8,6 +8,7 @@ import { isNamespaceAdmin, repositoryRole } from '../../auth/permissions.ts';
 import type { Principal } from '../../auth/principal.ts';
 import { DomainError, type ErrorKind, STATUS_OF_KIND } from '../../platform/errors.ts';
 import type { Services } from '../../platform/services.ts';
+import { isTemporalUnavailable } from '../../platform/workflows.ts';
 import { InputError, isClientAbort, MethodNotAllowedError, RouteNotFoundError } from '../router.ts';
 import { findRepository, type Repository } from '../../registry/repositories.ts';
 
@@ -136,7 +137,9 @@ export function v1Errors(s: Services): (ctx: Koa.Context, e: unknown) => void {
                 ? new ApiError(STATUS_OF_KIND[e.kind], TYPE_OF_KIND[e.kind], e.message)
                 : isDatabaseUnavailable(e)
                   ? new ApiError(503, 'unavailable', 'the database is temporarily unavailable, retry later')
-                  : undefined;
+                  : isTemporalUnavailable(e)
+                    ? new ApiError(503, 'unavailable', 'Temporal is temporarily unavailable, retry later', { 'Retry-After': '5' })
+                    : undefined;
     if (api) return problem(ctx, s, api);
     if (isClientAbort(e)) {
       ctx.status = 400;
