@@ -1,7 +1,32 @@
 // Shared start-up for the long-running entry points (API, workers): configuration errors and
 // taken ports end the process with one line, and SIGINT/SIGTERM shut down cleanly.
 import { ConfigError } from '../config.ts';
+import { isDatabaseUnavailable } from '../db/client.ts';
 import { PortInUseError } from '../devstack/ports.ts';
+
+let droppedConnectionRejections = 0;
+
+/**
+ * postgres.js 3.4.9 can still reject a promise of its own that nobody holds when a backend dies
+ * mid-transaction (seen once in CI under test/database-reconnect.test.ts, beyond what
+ * patches/postgres+3.4.9.patch covers): Node would end the process for it although the caller's
+ * own query already failed with the same error. A lost database connection is an outage the
+ * callers answer (503, retry), not a reason to crash; any other unhandled rejection still ends
+ * the process as Node's default does. Returns how many were let through so far.
+ */
+export function surviveDroppedDatabaseConnections(): () => number {
+  if (!process.listeners('unhandledRejection').includes(onUnhandledRejection)) process.on('unhandledRejection', onUnhandledRejection);
+  return () => droppedConnectionRejections;
+}
+
+function onUnhandledRejection(reason: unknown): void {
+  if (isDatabaseUnavailable(reason)) {
+    droppedConnectionRejections++;
+    process.stderr.write(`meridian: a database connection closed under a query nobody awaited (${(reason as Error).message}); continuing\n`);
+    return;
+  }
+  throw reason;
+}
 
 export function fatal(message: string, code = 2): never {
   process.stderr.write(`meridian: ${message}\n`);
@@ -14,6 +39,7 @@ export type Shutdown = (() => Promise<void>) | { stop: () => Promise<void>; forc
 
 /** Runs main; known start-up errors become a one-line message and a non-zero exit. */
 export function runMain(name: string, main: () => Promise<Shutdown>): void {
+  surviveDroppedDatabaseConnections();
   main()
     .then((running) => {
       const shutdown = typeof running === 'function' ? running : running.stop;
