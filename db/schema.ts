@@ -198,7 +198,8 @@ export const blobPlacements = pgTable(
       .notNull()
       .references(() => storageLocations.id, { onDelete: 'cascade' }),
     /** `deleting`: marked by GC, not served, object intact (a reference revives it); `purging`:
-     * GC is deleting its object (gc/blobs.ts describes the protocol); `damaged`: the scrub found
+     * GC or the orphan sweep (`purge_owner`) is deleting its object (gc/blobs.ts describes the
+     * protocol); `damaged`: the scrub found
      * its object missing or its bytes wrong — not served, not a replication source or holder,
      * available again once replication re-copied it (replication/scrub.ts). */
     state: text('state', { enum: ['available', 'deleting', 'purging', 'damaged'] }).notNull().default('available'),
@@ -206,6 +207,13 @@ export const blobPlacements = pgTable(
      * object becomes the blob rather than being copied). Null = `blobKey(prefix, digest)`.
      * Always resolve with `storage/paths.ts` `placementKey`. */
     objectKey: text('object_key'),
+    /** Who deletes a `purging` placement's object and then the row: `gc` (gc/blobs.ts; also rows
+     * from before this column, null) or `orphans` — the orphan sweep's claim on an object no row
+     * accounted for (gc/orphans.ts), which GC leaves alone (its purge must neither count nor
+     * delete it) unless the claim is older than any sweep takes over one object. */
+    purgeOwner: text('purge_owner', { enum: ['gc', 'orphans'] }),
+    /** When `purge_owner` claimed the placement. */
+    purgeClaimedAt: timestamp('purge_claimed_at', { withTimezone: true }),
     verifiedAt: timestamp('verified_at', { withTimezone: true }).notNull().defaultNow(),
     createdAt: createdAt(),
   },

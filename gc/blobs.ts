@@ -12,6 +12,9 @@
 //                on the placement; from here nobody may revive it: a push brings its own object
 //                under a key nobody else writes and takes the placement over), then the object
 //                recorded at that moment is deleted, then the row if it is still purging.
+//                The orphan sweep removes an object no row accounts for the same way (gc/orphans.ts),
+//                with `purging` placements of its own: `purge_owner` says whose a purging
+//                placement is, and GC claims, counts and deletes only its own (gcPurgeable).
 //   3. finish  — a blob row left with no placement and no manifest is deleted, again under
 //                FOR UPDATE, re-checked by a statement started after the lock was granted
 //                (commitBlob takes FOR KEY SHARE on the row, so the two serialize).
@@ -20,6 +23,16 @@ import type { DbOrTx } from '../db/client.ts';
 import type { LocationRegistry } from '../storage/locations.ts';
 import { placementKey } from '../storage/paths.ts';
 import { keptSet } from './manifests.ts';
+
+/** How long an orphan sweep may hold a `purging` placement (its claim, one object's deletion, its
+ * release) before GC takes it over: a sweep stopped in between left it, and nobody else would
+ * ever delete the row. */
+const STALE_ORPHAN_CLAIM = sql`interval '1 hour'`;
+
+/** Placements (`p`) GC's purge deletes: those it marked, and purging ones that are its own (or from
+ * before owners were recorded), or an orphan sweep's claim gone stale. A live orphan-sweep claim
+ * is not GC's: taking it over made a run count the sweep's object as reclaimed garbage. */
+export const gcPurgeable = sql`(p.state = 'deleting' or (p.state = 'purging' and (p.purge_owner is distinct from 'orphans' or p.purge_claimed_at < now() - ${STALE_ORPHAN_CLAIM})))`;
 
 export interface GcBlobDeps {
   db: DbOrTx;
@@ -117,7 +130,9 @@ export async function markGarbage(
     // its own object instead, as for any purging copy); left alone it kept the blob row and its
     // object forever.
     const marked = await tx.execute<{ blob_id: number; location_id: number; size: number }>(sql`
-      update blob_placements p set state = case when p.state = 'damaged' then 'purging' else 'deleting' end
+      update blob_placements p set state = case when p.state = 'damaged' then 'purging' else 'deleting' end,
+        purge_owner = case when p.state = 'damaged' then 'gc' end,
+        purge_claimed_at = case when p.state = 'damaged' then now() end
       from blobs b
       where b.id = p.blob_id and p.blob_id in (${ids(chosen)}) and p.state in ('available', 'damaged') and ${unreferenced(input.graceSeconds)}
       returning p.blob_id, p.location_id, b.size`);
@@ -149,7 +164,7 @@ export async function markGarbage(
 export async function locationsWithPendingDeletions(d: GcBlobDeps): Promise<string[]> {
   const registry = await d.locations.fresh();
   const rows = await d.db.execute<{ location_id: number }>(sql`
-    select distinct location_id from blob_placements where state in ('deleting', 'purging')`);
+    select distinct location_id from blob_placements p where ${gcPurgeable}`);
   return rows.map((r) => registry.get(Number(r.location_id))?.name).filter((n): n is string => n !== undefined);
 }
 
@@ -177,11 +192,11 @@ export async function purgeLocationBatch(
   if (!loc) return { deleted: 0, bytes: 0, remaining: false };
   const claimed = await d.db.transaction((tx) =>
     tx.execute<{ id: number; object_key: string | null; digest: string; size: number }>(sql`
-      update blob_placements p set state = 'purging'
+      update blob_placements p set state = 'purging', purge_owner = 'gc', purge_claimed_at = now()
       from blobs b
       where b.id = p.blob_id and p.id in (
-        select id from blob_placements where location_id = ${loc.id} and state in ('deleting', 'purging')
-        order by blob_id limit ${input.limit} for update skip locked)
+        select p.id from blob_placements p where p.location_id = ${loc.id} and ${gcPurgeable}
+        order by p.blob_id limit ${input.limit} for update skip locked)
       returning p.id, p.object_key, b.digest, b.size`),
   );
   if (claimed.length === 0) return { deleted: 0, bytes: 0, remaining: false };
@@ -190,7 +205,7 @@ export async function purgeLocationBatch(
   // which is never among these.
   await loc.driver.deleteMany(claimed.map((c) => placementKey(loc.pathPrefix, c.digest, c.object_key)));
   const gone = await d.db.execute<{ id: number }>(sql`
-    delete from blob_placements where id in (${ids(claimed.map((c) => Number(c.id)))}) and state = 'purging' returning id`);
+    delete from blob_placements where id in (${ids(claimed.map((c) => Number(c.id)))}) and state = 'purging' and purge_owner = 'gc' returning id`);
   const goneIds = new Set(gone.map((g) => Number(g.id)));
   const bytes = claimed.filter((c) => goneIds.has(Number(c.id))).reduce((a, c) => a + Number(c.size), 0);
   return { deleted: goneIds.size, bytes, remaining: claimed.length === input.limit };

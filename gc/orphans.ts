@@ -11,7 +11,10 @@
 // A content-address key can be written again at any time (a push or a copy of the same digest),
 // so an orphan there is removed by the deletion-pending protocol of gc/blobs.ts: a `purging`
 // placement is recorded first (a push then brings its own object, or is told to retry), then the
-// object is deleted, then the placement. `_blobs/` and `_uploads/` keys are never reused.
+// object is deleted, then the placement. That placement's `purge_owner` is `orphans`: GC's purge,
+// which deletes purging placements too, leaves it to the sweep (else a run running meanwhile
+// deleted it and counted the orphan as garbage it reclaimed). `_blobs/` and `_uploads/` keys are
+// never reused.
 //
 // Multipart uploads an upload session names are its; one at a content address belongs to a copy
 // while the blob exists and the location does not hold it yet (the copy may resume it). Others
@@ -109,14 +112,15 @@ async function removeContentAddressed(d: OrphanDeps, loc: Location, digest: stri
       select id, (created_at = now()) as created from blobs where digest = ${digest} for update`);
     if (!blob) return undefined;
     const placed = await tx.execute<{ id: number }>(sql`
-      insert into blob_placements (blob_id, location_id, state, object_key) values (${blob.id}, ${loc.id}, 'purging', null)
+      insert into blob_placements (blob_id, location_id, state, object_key, purge_owner, purge_claimed_at)
+      values (${blob.id}, ${loc.id}, 'purging', null, 'orphans', now())
       on conflict (blob_id, location_id) do nothing returning id`);
     return placed[0] ? { blobId: Number(blob.id), placementId: Number(placed[0].id), created: blob.created } : undefined;
   });
   if (!claimed) return false;
   await loc.driver.delete(object.key);
   await d.db.transaction(async (tx) => {
-    await tx.execute(sql`delete from blob_placements where id = ${claimed.placementId} and state = 'purging'`);
+    await tx.execute(sql`delete from blob_placements where id = ${claimed.placementId} and state = 'purging' and purge_owner = 'orphans'`);
     // A row made only to claim the object goes again (unless something uses it by now).
     if (claimed.created) {
       await tx.execute(sql`

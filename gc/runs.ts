@@ -6,6 +6,7 @@ import { and, desc, eq, sql } from 'drizzle-orm';
 import type { GcLocationTally, GcProgress } from '../contract/gc.ts';
 import type { DbOrTx } from '../db/client.ts';
 import { gcRuns } from '../db/schema.ts';
+import { gcPurgeable } from './blobs.ts';
 
 export type GcOutcome = 'completed' | 'partial' | 'failed';
 
@@ -90,7 +91,7 @@ export async function gcSummary(db: DbOrTx): Promise<GcSummary> {
     db.execute<{ location: string; blobs: number; bytes: number }>(sql`
       select l.name as location, count(*)::int as blobs, coalesce(sum(b.size), 0)::float8 as bytes
       from blob_placements p join blobs b on b.id = p.blob_id join storage_locations l on l.id = p.location_id
-      where p.state in ('deleting', 'purging') group by l.name order by l.name`),
+      where ${gcPurgeable} group by l.name order by l.name`),
     db.execute<{ location: string; blobs: number; bytes: number }>(sql`
       select t->>'location' as location, sum((t->>'blobs')::bigint)::float8 as blobs, sum((t->>'bytes')::bigint)::float8 as bytes
       from gc_runs g, jsonb_array_elements(g.report->'reclaimedPerLocation') t

@@ -5,19 +5,17 @@ import { randomBytes } from 'node:crypto';
 import type { Connection } from '@temporalio/client';
 import { sql } from 'drizzle-orm';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createUser } from '../auth/accounts.ts';
 import { blobKey } from '../storage/paths.ts';
 import type { S3Driver } from '../storage/s3.ts';
-import type { RunningWorkers } from '../workers/main.ts';
-import { basic, createTestUser, startTestApi, startTestWorkers, testDatabase, testTemporal } from './support/harness.ts';
-import { meridian, regionDrivers } from './support/gc-helpers.ts';
+import { basic, createTestUser, testDatabase, testTemporal } from './support/harness.ts';
+import { type GcTestStack, meridian, startGcTestStack } from './support/gc-helpers.ts';
 import { waitFor } from './support/mirror-helpers.ts';
 import { OciClient, pushRandomImage, sha256 } from './support/oci-client.ts';
 
 describe('garbage collection', () => {
   const database = testDatabase();
-  let api: Awaited<ReturnType<typeof startTestApi>>;
-  let workers: RunningWorkers;
+  let stack: GcTestStack;
+  let api: GcTestStack['api'];
   let connection: Connection;
   let drivers: Map<string, S3Driver>;
   let env: Record<string, string>;
@@ -25,17 +23,12 @@ describe('garbage collection', () => {
   const rootPassword = `pw-${randomBytes(8).toString('hex')}`;
 
   beforeAll(async () => {
-    api = await startTestApi({ MERIDIAN_SUPERUSERS: root });
-    workers = await startTestWorkers({ control: true, mirror: false });
+    stack = await startGcTestStack(root, rootPassword);
+    ({ api, drivers, env } = stack);
     ({ connection } = await testTemporal());
-    await api.services.db.transaction((tx) => createUser(tx, { username: root, password: rootPassword }));
-    env = { MERIDIAN_URL: api.url, MERIDIAN_USERNAME: root, MERIDIAN_PASSWORD: rootPassword };
-    drivers = regionDrivers();
   });
   afterAll(async () => {
-    for (const d of drivers?.values() ?? []) d.close();
-    await workers?.stop();
-    await api?.close();
+    await stack?.close();
     await connection?.close();
     await database.close();
   });

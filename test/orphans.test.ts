@@ -7,13 +7,11 @@ import { randomBytes, randomUUID } from 'node:crypto';
 import { GetBucketLifecycleConfigurationCommand } from '@aws-sdk/client-s3';
 import { sql } from 'drizzle-orm';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createUser } from '../auth/accounts.ts';
 import { DEV_BUCKET } from '../devstack/stack.ts';
 import { blobKey, uploadDataKey, uploadTailKey } from '../storage/paths.ts';
 import type { S3Driver } from '../storage/s3.ts';
-import type { RunningWorkers } from '../workers/main.ts';
-import { createTestUser, ensureTestLocations, stackInfo, startTestApi, startTestWorkers, testDatabase } from './support/harness.ts';
-import { meridian, regionDrivers } from './support/gc-helpers.ts';
+import { createTestUser, ensureTestLocations, stackInfo, testDatabase } from './support/harness.ts';
+import { type GcTestStack, meridian, startGcTestStack } from './support/gc-helpers.ts';
 import { waitFor } from './support/mirror-helpers.ts';
 import { OciClient, pushRandomImage, sha256 } from './support/oci-client.ts';
 
@@ -29,8 +27,8 @@ interface Sweep {
 describe('orphan sweep', () => {
   const database = testDatabase();
   const prefix = `orphans-${randomBytes(4).toString('hex')}`;
-  let api: Awaited<ReturnType<typeof startTestApi>>;
-  let workers: RunningWorkers;
+  let stack: GcTestStack;
+  let api: GcTestStack['api'];
   let drivers: Map<string, S3Driver>;
   let env: Record<string, string>;
   let regions: string[];
@@ -41,16 +39,11 @@ describe('orphan sweep', () => {
     await ensureTestLocations();
     await database.db.execute(sql`update storage_locations set path_prefix = ${prefix}`);
     regions = stackInfo().regions.map((r) => r.name);
-    api = await startTestApi({ MERIDIAN_SUPERUSERS: root });
-    workers = await startTestWorkers({ control: true, mirror: false });
-    await api.services.db.transaction((tx) => createUser(tx, { username: root, password: rootPassword }));
-    env = { MERIDIAN_URL: api.url, MERIDIAN_USERNAME: root, MERIDIAN_PASSWORD: rootPassword };
-    drivers = regionDrivers();
+    stack = await startGcTestStack(root, rootPassword);
+    ({ api, drivers, env } = stack);
   });
   afterAll(async () => {
-    for (const d of drivers?.values() ?? []) d.close();
-    await workers?.stop();
-    await api?.close();
+    await stack?.close();
     await database.close();
   });
 

@@ -5,12 +5,14 @@ import { spawn } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
 import path from 'node:path';
 import { sql } from 'drizzle-orm';
+import { createUser } from '../../auth/accounts.ts';
 import type { DbHandle } from '../../db/client.ts';
 import { DEV_BUCKET } from '../../devstack/stack.ts';
 import { PROJECT_ROOT } from '../../devstack/tools.ts';
 import { placementKey } from '../../storage/paths.ts';
 import { S3Driver } from '../../storage/s3.ts';
-import { basic, stackInfo } from './harness.ts';
+import type { RunningWorkers } from '../../workers/main.ts';
+import { basic, stackInfo, startTestApi, startTestWorkers } from './harness.ts';
 import { waitFor } from './mirror-helpers.ts';
 import { type OciClient, sha256 } from './oci-client.ts';
 
@@ -34,6 +36,35 @@ export function regionDrivers(): Map<string, S3Driver> {
       new S3Driver({ name: r.name, endpoint: `http://127.0.0.1:${r.port}`, region: 'us-east-1', bucket: DEV_BUCKET, ...stackInfo().s3Credentials }),
     ]),
   );
+}
+
+/** What the GC and orphan tests run against: a management API with a superuser of the test's
+ * own, the control worker (the tests push no mirrors), and each region's bucket read directly. */
+export interface GcTestStack {
+  api: Awaited<ReturnType<typeof startTestApi>>;
+  workers: RunningWorkers;
+  drivers: Map<string, S3Driver>;
+  /** MERIDIAN_URL and the superuser's credentials, for `meridian()`. */
+  env: Record<string, string>;
+  close(): Promise<void>;
+}
+
+export async function startGcTestStack(root: string, rootPassword: string): Promise<GcTestStack> {
+  const api = await startTestApi({ MERIDIAN_SUPERUSERS: root });
+  const workers = await startTestWorkers({ control: true, mirror: false });
+  await api.services.db.transaction((tx) => createUser(tx, { username: root, password: rootPassword }));
+  const drivers = regionDrivers();
+  return {
+    api,
+    workers,
+    drivers,
+    env: { MERIDIAN_URL: api.url, MERIDIAN_USERNAME: root, MERIDIAN_PASSWORD: rootPassword },
+    async close() {
+      for (const d of drivers.values()) d.close();
+      await workers.stop();
+      await api.close();
+    },
+  };
 }
 
 export interface PlacementRow {
@@ -148,6 +179,7 @@ export interface GcApiStatus {
     reclaimedPerLocation: { location: string; blobs: number; bytes: number }[];
     pendingLocations: string[];
     failedLocations: { location: string; reason: string }[];
+    blobRowsDeleted: number;
   } | null;
 }
 
