@@ -9,32 +9,13 @@
 import { ApplicationFailure } from '@temporalio/common';
 import type { ActivityExecuteInput, ActivityInboundCallsInterceptor, Next } from '@temporalio/worker';
 import { withoutQueryParameters } from '../platform/logger.ts';
+import { redactDetails, redactSecrets } from './redact-secrets.ts';
 
-export const REDACTED = '***';
-
-// scheme://[userinfo@]host… up to whitespace or a closing quote/bracket.
-const URL_IN_TEXT = /\b([a-z][a-z0-9+.-]*:\/\/)([^\s/?#@'"<>]*@)?([^\s?#'"<>]*)(\?[^\s#'"<>]*)?/gi;
-const CREDENTIAL_HEADER = /\b(Bearer|Basic)\s+[A-Za-z0-9._~+/=-]{8,}/g;
-// key=value and "key": "value" pairs whose key names a secret, outside URLs too (connection
-// strings, form bodies, JSON quoted by an error).
-const SECRET_PAIR = /\b((?:[a-z0-9_-]*(?:password|passwd|secret|token|signature|credential|api[_-]?key|access[_-]?key)[a-z0-9_-]*)["']?\s*[=:]\s*["']?)([^\s&"',;}]+)/gi;
-
-/** `text` with the values of URL query parameters, URL passwords, credential header values and
- * secret-named key=value pairs replaced by `***`, and a failed query's parameters cut off. */
-export function redactSecrets(text: string): string {
-  let out = text.includes('Failed query:') ? text.replace(/\nparams:[\s\S]*$/, '') : text;
-  out = out.replace(URL_IN_TEXT, (_m, scheme: string, userinfo: string | undefined, rest: string, query: string | undefined) => {
-    const user = userinfo ? (userinfo.includes(':') ? `${userinfo.slice(0, userinfo.indexOf(':'))}:${REDACTED}@` : userinfo) : '';
-    const q = query ? `?${query.slice(1).split('&').map((p) => (p.includes('=') ? `${p.slice(0, p.indexOf('='))}=${REDACTED}` : p)).join('&')}` : '';
-    return `${scheme}${user}${rest}${q}`;
-  });
-  out = out.replace(CREDENTIAL_HEADER, (_m, scheme: string) => `${scheme} ${REDACTED}`);
-  out = out.replace(SECRET_PAIR, (m, key: string, value: string) => (value === REDACTED ? m : `${key}${REDACTED}`));
-  return out;
-}
+export { REDACTED, redactSecrets } from './redact-secrets.ts';
 
 /** The error as it may be recorded: messages and stacks of it and its causes redacted (in place
- * for Temporal's own failures, so their type, retry settings and details stay; a copy otherwise). */
+ * for Temporal's own failures, so their type and retry settings stay and their details are
+ * redacted too; a copy otherwise). Failures thrown by workflow code: workflows/failure-redaction.ts. */
 export function redactFailure(e: unknown, depth = 0): unknown {
   if (typeof e === 'string') return redactSecrets(e);
   if (!(e instanceof Error) || depth > 8) return e;
@@ -48,6 +29,8 @@ export function redactFailure(e: unknown, depth = 0): unknown {
     err.message = message;
     err.stack = `${err.name}: ${message}\n${frames.join('\n')}`;
     if (cause !== err.cause) Object.defineProperty(err, 'cause', { value: cause, writable: true, configurable: true, enumerable: false });
+    // ApplicationFailure.details are recorded beside the message (JSON payloads).
+    if (err instanceof ApplicationFailure && err.details) Object.defineProperty(err, 'details', { value: redactDetails(err.details), writable: true, configurable: true, enumerable: true });
     return err;
   }
   const copy = new Error(message, cause === undefined ? undefined : { cause });

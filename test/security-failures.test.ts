@@ -5,14 +5,20 @@
 // trigger, as a driver or a proxy might quote a URL — reaches Temporal through the same path:
 // the failed query's parameters and the quoted URL's password and token must not.
 import { randomBytes } from 'node:crypto';
+import { fileURLToPath } from 'node:url';
+import { ApplicationFailure } from '@temporalio/common';
+import { bundleWorkflowCode, NativeConnection, Worker } from '@temporalio/worker';
 import { sql } from 'drizzle-orm';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createRobot, namespaceByName } from '../auth/accounts.ts';
 import { createRepository } from '../registry/repositories.ts';
 import { WORKFLOW_IDS } from '../temporal.config.ts';
-import type { RunningWorkers } from '../workers/main.ts';
+import { redactingInterceptors } from '../security/failure-redaction.ts';
+import { WORKFLOW_INTERCEPTOR_MODULES } from '../workers/bundle.ts';
+import { installRuntime, type RunningWorkers } from '../workers/main.ts';
+import { mirrorConfig } from './support/mirror-config.ts';
 import { waitFor } from './support/mirror-helpers.ts';
-import { createTestUser, startTestApi, startTestWorkers, testTemporal } from './support/harness.ts';
+import { createTestUser, stackInfo, startTestApi, startTestWorkers, testTemporal, testTemporalOptions } from './support/harness.ts';
 
 const PASSWORD = `pw-${randomBytes(6).toString('hex')}`;
 const TOKEN = `tok-${randomBytes(6).toString('hex')}`;
@@ -43,13 +49,7 @@ describe('activity failures in Temporal', () => {
     const created = await fetch(`${api.url}/api/v1/repository/${repo.fullName}/mirror`, {
       method: 'POST',
       headers: { authorization: owner.authorization, 'content-type': 'application/json' },
-      body: JSON.stringify({
-        external_reference: 'registry.example.com/library/nginx',
-        sync_interval: 3600,
-        sync_start_date: '2030-01-02T03:04:05Z',
-        root_rule: { rule_kind: 'tag_glob_csv', rule_value: ['*'] },
-        robot_username: robot,
-      }),
+      body: JSON.stringify(mirrorConfig(robot, 'registry.example.com/library/nginx')),
     });
     expect(created.status).toBe(201);
     // Every run the mirror begins fails in the database with a message quoting a URL.
@@ -90,5 +90,73 @@ describe('activity failures in Temporal', () => {
     expect(recorded).not.toContain('params:');
     expect(recorded).not.toContain(syncId); // a parameter of the insert
     await temporal.client.workflow.getHandle(syncId).terminate('test done');
+  });
+});
+
+// Failures thrown by workflow code, and an ApplicationFailure's details (recorded beside its
+// message), go through the same redaction: the workers' interceptors (activity side) and the
+// workflow interceptor modules every bundle carries (workers/bundle.ts), on a worker of this test's
+// own that runs test/fixtures/workflows.ts.
+describe('workflow failures and failure details in Temporal', () => {
+  const taskQueue = `redaction-${randomBytes(4).toString('hex')}`;
+  const url = `https://mirror-user:${PASSWORD}@up.example.com/v2/?token=${TOKEN}`;
+  let temporal: Awaited<ReturnType<typeof testTemporal>>;
+  let worker: Worker;
+  let running: Promise<void>;
+
+  beforeAll(async () => {
+    installRuntime('warn');
+    temporal = await testTemporal();
+    const { code } = await bundleWorkflowCode({
+      workflowsPath: fileURLToPath(new URL('./fixtures/workflows.ts', import.meta.url)),
+      workflowInterceptorModules: WORKFLOW_INTERCEPTOR_MODULES,
+      logger: { trace() {}, debug() {}, info() {}, warn() {}, error() {}, log() {} },
+    });
+    worker = await Worker.create({
+      connection: await NativeConnection.connect(testTemporalOptions()),
+      namespace: stackInfo().temporalNamespace,
+      taskQueue,
+      workflowBundle: { code },
+      interceptors: redactingInterceptors,
+      activities: {
+        refuseUpstream: async (u: string) => {
+          throw ApplicationFailure.nonRetryable('upstream refused', 'UpstreamRefused', { url: u, headers: { authorization: `Bearer ${TOKEN}` } });
+        },
+      },
+    });
+    running = worker.run();
+  }, 120_000);
+  afterAll(async () => {
+    worker?.shutdown();
+    await running;
+    await temporal?.connection.close();
+  });
+
+  /** The failures the workflow's history stores (not its input: the caller's own), payloads (the
+   * details) as the JSON text they hold. */
+  async function failuresOf(workflow: string): Promise<string> {
+    const handle = await temporal.client.workflow.start(workflow, { taskQueue, workflowId: `${taskQueue}-${workflow}`, args: [url] });
+    await expect(handle.result()).rejects.toThrow();
+    const failures = (await handle.fetchHistory()).events!.map((e) => e.activityTaskFailedEventAttributes?.failure ?? e.workflowExecutionFailedEventAttributes?.failure).filter(Boolean);
+    expect(failures.length).toBeGreaterThan(0);
+    // As JSON the history's payload bytes are base64 (of JSON: the details).
+    return JSON.stringify(failures, (k, v: unknown) => (k === 'data' && typeof v === 'string' ? JSON.parse(Buffer.from(v, 'base64').toString()) : v));
+  }
+
+  it("a failure thrown by workflow code keeps no URL password or token, in its message or its details", async () => {
+    const recorded = await failuresOf('failsQuotingUrl');
+    expect(recorded).toContain('upstream https://mirror-user:***@up.example.com/v2/?token=*** refused');
+    expect(recorded).toContain('UpstreamRefused');
+    expect(recorded).toContain('"password":"***"');
+    expect(recorded).not.toContain(PASSWORD);
+    expect(recorded).not.toContain(TOKEN);
+  });
+
+  it("an activity's ApplicationFailure details keep no URL password, token or credential header", async () => {
+    const recorded = await failuresOf('activityFailsQuotingUrl');
+    expect(recorded).toContain('upstream refused');
+    expect(recorded).toContain('https://mirror-user:***@up.example.com/v2/?token=***');
+    expect(recorded).not.toContain(PASSWORD);
+    expect(recorded).not.toContain(TOKEN);
   });
 });

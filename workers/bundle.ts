@@ -14,6 +14,8 @@ import { DIST_DIR } from '../devstack/tools.ts';
 
 // .ts from the sources, .js when this runs compiled from dist/.
 export const WORKFLOWS_PATH = fileURLToPath(new URL(`../workflows/index${path.extname(fileURLToPath(import.meta.url))}`, import.meta.url));
+/** Workflow interceptor modules every bundle carries: failures thrown by workflow code are redacted. */
+export const WORKFLOW_INTERCEPTOR_MODULES = [fileURLToPath(new URL(`../workflows/failure-redaction${path.extname(fileURLToPath(import.meta.url))}`, import.meta.url))];
 /** Where `npm run build` puts the bundle. */
 export const DEFAULT_BUNDLE_PATH = path.join(DIST_DIR, 'workflow-bundle.js');
 
@@ -22,7 +24,7 @@ export async function bundleWorkflows(): Promise<{ code: string }> {
   // module and, compiled, never bundles — the worker SDK (native core, webpack) would only sit
   // in its memory for as long as the stack runs.
   const { bundleWorkflowCode } = await import('@temporalio/worker');
-  return bundleWorkflowCode({ workflowsPath: WORKFLOWS_PATH, logger: quietLogger });
+  return bundleWorkflowCode({ workflowsPath: WORKFLOWS_PATH, workflowInterceptorModules: WORKFLOW_INTERCEPTOR_MODULES, logger: quietLogger });
 }
 
 /** Writes the bundle; returns its id (the first 12 hex digits of its SHA-256), which workers log. */
@@ -50,13 +52,14 @@ export function bundleFileId(codePath: string): string {
 export function workflowSource(
   explicit: WorkflowBundleOption | undefined,
   configuredPath: string | undefined,
-): { workflowBundle: WorkflowBundleOption } | { workflowsPath: string } {
+): { workflowBundle: WorkflowBundleOption } | { workflowsPath: string; workflowModules: string[] } {
   if (explicit) return { workflowBundle: explicit };
   if (configuredPath) {
     if (!existsSync(configuredPath)) throw new ConfigError('MERIDIAN_WORKFLOW_BUNDLE', `${configuredPath} does not exist; run \`npm run build\``);
     return { workflowBundle: { codePath: configuredPath } };
   }
-  return { workflowsPath: WORKFLOWS_PATH };
+  // The worker bundles these sources itself, with the interceptor modules it is given.
+  return { workflowsPath: WORKFLOWS_PATH, workflowModules: WORKFLOW_INTERCEPTOR_MODULES };
 }
 
 const noop = () => {};

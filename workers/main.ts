@@ -64,12 +64,15 @@ export async function startWorkers(config: Config, opts: WorkerOptions, services
   const activities = createActivities(s);
   // SIGTERM lets in-flight activities finish (up to the grace) instead of cancelling them at once.
   const shutdownGraceTime = config.workerShutdownGraceSeconds * 1000;
-  // Activity failures are recorded in Temporal's history: no URL tokens, passwords or SQL parameters.
+  // Activity and workflow failures are recorded in Temporal's history: no URL tokens, passwords or
+  // SQL parameters (workflow failures: workflows/failure-redaction.ts, in the bundle).
   const interceptors = redactingInterceptors;
   const workers: Worker[] = [];
   if (opts.control) {
-    const workflows = workflowSource(opts.workflowBundle, config.workflowBundlePath);
-    workers.push(await Worker.create({ connection, namespace, taskQueue: TASK_QUEUES.control, activities, shutdownGraceTime, interceptors, ...workflows }));
+    const { workflowModules, ...workflows } = { workflowModules: undefined, ...workflowSource(opts.workflowBundle, config.workflowBundlePath) };
+    // A bundle carries its workflow interceptors; sources bundled here get them from the worker.
+    const withWorkflowModules = workflowModules ? { ...interceptors, workflowModules } : interceptors;
+    workers.push(await Worker.create({ connection, namespace, taskQueue: TASK_QUEUES.control, activities, shutdownGraceTime, interceptors: withWorkflowModules, ...workflows }));
   }
   if (opts.mirror) {
     workers.push(
