@@ -10,6 +10,7 @@ import { LocationHealth } from '../storage/health.ts';
 import { LocationRegistry } from '../storage/locations.ts';
 import { createLogger, type Logger } from './logger.ts';
 import { ProcessMetrics, ReplicationMetrics } from './metrics.ts';
+import { placementsRemoved } from '../replication/placements.ts';
 import { connectRedis } from './redis.ts';
 import { connectTemporal, type TemporalHandle } from './temporal.ts';
 
@@ -36,7 +37,13 @@ export interface Services {
 export function createServices(config: Config, name: string): Services {
   const logger = createLogger(name, config.logLevel);
   const database = connectDatabase(config.databaseUrl, { applicationName: `meridian-${name}` });
-  const redis = connectRedis(config.redisUrl, config.redisKeyPrefix);
+  // Cached placements are invalidated in Redis only (replication/placements.ts): a copy recorded
+  // or removed while Redis was unreachable — by any process — could not invalidate them, and the
+  // entries outlive an outage (Redis persists them). So every (re)connection invalidates them all
+  // before this process reads one: the next pull after an outage sees the database's placements,
+  // not those cached before it (a restart also flushes them: a process cannot tell what it
+  // missed before it connected).
+  const redis = connectRedis(config.redisUrl, config.redisKeyPrefix, { onReady: (r) => void placementsRemoved(r) });
   // A down Redis must not crash the process: every use fails soft and the errors show in health.
   redis.on('error', (e) => logger.debug({ err: e.message }, 'redis error'));
   const temporal = connectTemporal(config);
