@@ -383,11 +383,14 @@ async function openSource(source: Location, sourceKey: string, input: CopyInput,
 async function copySmall(source: Location, target: Location, input: CopyInput, sourceKey: string, key: string): Promise<{ bytesTransferred: number; resumedFrom: number }> {
   const read = await openSource(source, sourceKey, input, 0);
   const chunks: Buffer[] = [];
-  const h = createStreamingHasher(parseDigest(input.digest).algorithm);
+  // Hashed on the thread pool as the chunks arrive (registry/hashing.ts queue()), beside the
+  // event loop that also runs the mirror and the other copies.
+  const h = await createResumableHasher(parseDigest(input.digest).algorithm);
   for await (const c of read.body) {
     chunks.push(c as Buffer);
-    h.update(c as Buffer);
+    h.queue(c as Buffer);
   }
+  await h.settled();
   const actual = h.digest();
   if (actual !== input.digest) throw new SourceRejected('digest_mismatch', `bytes from ${source.name} hash to ${actual}, not ${input.digest}`);
   try {

@@ -130,6 +130,28 @@ const SCENARIOS: Scenario[] = [
     activities: { planReplication: () => null },
     start: (c) => start(c, 'replicateBlob', `replicate/${DIGEST(3)}`, { digest: DIGEST(3) }),
   },
+  // Since patched('replicate-local-planning'): planning and bookkeeping as local activities.
+  {
+    name: 'replicateBlob-local-planning-complete',
+    activities: {
+      planReplication: () => ({ digest: DIGEST(4), size: 1024, holders: ['us-east'], missing: ['eu-west', 'ap-south'] }),
+      copyBlobToLocation: copied,
+      finishReplication: () => ({ complete: true, lagSeconds: 2 }),
+    },
+    start: (c) => start(c, 'replicateBlob', `replicate/${DIGEST(4)}`, { digest: DIGEST(4), repository: 'acme/app' }),
+  },
+  {
+    name: 'replicateBlob-local-planning-copy-failed',
+    activities: {
+      planReplication: () => ({ digest: DIGEST(5), size: 1024, holders: ['us-east'], missing: ['eu-west', 'ap-south'] }),
+      copyBlobToLocation: (input: { target: string }) => {
+        if (input.target === 'ap-south') throw ApplicationFailure.nonRetryable('no holder has the bytes', REPLICATION_FAILURES.noGoodSource);
+        return copied(input);
+      },
+      finishReplication: () => ({ complete: false, lagSeconds: null }),
+    },
+    start: (c) => start(c, 'replicateBlob', `replicate/${DIGEST(5)}`, { digest: DIGEST(5) }),
+  },
   {
     name: 'backfill-continue-as-new',
     activities: (() => {

@@ -118,6 +118,11 @@ describe('geo-replication', () => {
     expect(desc.typedSearchAttributes.get(SEARCH_ATTRIBUTES.state)).toBe('complete');
     expect(desc.typedSearchAttributes.get(SEARCH_ATTRIBUTES.completedLocations)?.sort()).toEqual(['ap-south', 'eu-west', 'us-east']);
     expect(desc.typedSearchAttributes.get(SEARCH_ATTRIBUTES.repository)).toBe(repo);
+    // Planning and bookkeeping run as local activities: the only activity tasks through Temporal
+    // are the two copies (a mirror sync starts one of these workflows per blob).
+    const history = await workflowHandle(temporal, replicateBlobWorkflow, WORKFLOW_IDS.replicateBlob(digest)).fetchHistory();
+    const scheduled = (history.events ?? []).map((e) => e.activityTaskScheduledEventAttributes?.activityType?.name).filter(Boolean);
+    expect(scheduled).toEqual(['copyBlobToLocation', 'copyBlobToLocation']);
 
     // The same blob pushed again (through any instance) starts no second copy.
     await clientFor(apiUsEast).pushBlob(repo, bytes);

@@ -5,7 +5,9 @@
 import {
   ActivityFailure,
   ApplicationFailure,
+  patched,
   proxyActivities,
+  proxyLocalActivities,
   setCurrentDetails,
   upsertSearchAttributes,
 } from '@temporalio/workflow';
@@ -20,6 +22,17 @@ type Activities = ReturnType<typeof activities.createReplicationActivities>;
  * seconds, not minutes. Retried for as long as it takes (PostgreSQL may be restarting). */
 export const control = proxyActivities<Activities>({
   startToCloseTimeout: '30 seconds',
+  retry: { initialInterval: '1 second', maximumInterval: '30 seconds' },
+});
+
+/** The same database activities run as local activities, inside the workflow task on the worker
+ * that runs the workflow: no activity task through Temporal and no extra workflow task for the
+ * result. replicateBlob runs once per blob (a mirror sync of 50 tags starts ~120 of them), and
+ * its two planning queries each cost a schedule/poll/complete round trip and a workflow task. */
+const localControl = proxyLocalActivities<Activities>({
+  startToCloseTimeout: '30 seconds',
+  // Past this the retries wait on a timer (PostgreSQL restarting) rather than in the task.
+  localRetryThreshold: '10 seconds',
   retry: { initialInterval: '1 second', maximumInterval: '30 seconds' },
 });
 
@@ -62,7 +75,9 @@ export function failureReason(e: unknown): string {
 }
 
 export async function replicateBlob(input: ReplicateBlobInput): Promise<ReplicateBlobResult> {
-  const plan = await control.planReplication(input.digest);
+  // Histories of earlier releases ran planning and bookkeeping as (remote) activities.
+  const db = patched('replicate-local-planning') ? localControl : control;
+  const plan = await db.planReplication(input.digest);
   if (!plan) return { digest: input.digest, state: 'gone', copies: [], failed: [], lagSeconds: null };
   const pending = new Set(plan.missing);
   const completed = new Set(plan.holders);
@@ -102,7 +117,7 @@ export async function replicateBlob(input: ReplicateBlobInput): Promise<Replicat
       }
     }),
   );
-  const finish = await control.finishReplication(input.digest);
+  const finish = await db.finishReplication(input.digest);
   const state = failed.length || !finish.complete ? 'incomplete' : 'complete';
   show(state);
   return {
