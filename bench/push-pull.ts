@@ -4,10 +4,17 @@
 // API process and the S3 server: on a shared machine CPU per GiB is steadier than wall time),
 // with the load average at each measurement.
 //
-//   npx tsx bench/push-pull.ts [--gib 5] [--push-only] [--chunk-mib N] [--cpu-prof DIR]
+//   npx tsx bench/push-pull.ts [--gib 5] [--push-only] [--chunk-mib N] [--cpu-prof DIR] [--push-first]
 //
 // --chunk-mib pushes in PATCHes of N MiB (as chunking clients do) instead of one streamed PATCH,
-// and prints the time per chunk; --cpu-prof writes a V8 profile of the pushing API process.
+// and prints the time per chunk; --cpu-prof writes a V8 profile of the pushing API process;
+// --push-first runs the push before the baseline (to rule out the order).
+//
+// Each write phase prints its breakdown: time until the last byte was sent, until the bytes were
+// in parts (the PATCH's answer; for the SDK its last UploadPart), the completion (PUT with the
+// digest; CompleteMultipartUpload), and the kernel's dirty + writeback memory before and after:
+// the S3 server (versitygw, posix backend) writes every part to a file and, on completion, copies
+// them all into the object, so each side writes twice the object's size to the page cache.
 //
 // Meridian runs as production runs it: compiled (dist/, built here when stale) under plain node
 // with `npm start`'s V8 flags, one process (--workers 1: one upload is served by one process
@@ -108,6 +115,27 @@ function load(): string {
 /** `npm start`'s V8 flags for Meridian's processes (scripts/start.ts). */
 const NODE_FLAGS = ['--max-semi-space-size=4'];
 
+/** Dirty + writeback page-cache memory, MiB: what the kernel still has to write to disk. */
+function dirtyMb(): number {
+  const m = readFileSync('/proc/meminfo', 'utf8');
+  const kb = (k: string) => Number(new RegExp(`^${k}:\\s+(\\d+) kB`, 'm').exec(m)![1]);
+  return Math.round((kb('Dirty') + kb('Writeback')) / 1024);
+}
+
+interface Breakdown {
+  /** ms from the start of the phase: last byte sent, bytes all in parts, object complete. */
+  lastByte: number;
+  inParts: number;
+  done: number;
+  dirtyBefore: number;
+  dirtyAfter: number;
+}
+
+function breakdownLine(name: string, b: Breakdown): string {
+  const s = (ms: number) => `${(ms / 1000).toFixed(1)} s`;
+  return `  ${name.padEnd(20)} last byte sent ${s(b.lastByte)}, in parts ${s(b.inParts)}, complete ${s(b.done - b.inParts)} (total ${s(b.done)}); dirty ${b.dirtyBefore} -> ${b.dirtyAfter} MiB`;
+}
+
 function peakRssMb(pid: number): number {
   const status = readFileSync(`/proc/${pid}/status`, 'utf8');
   return Number(/VmHWM:\s+(\d+) kB/.exec(status)![1]) / 1024;
@@ -155,17 +183,79 @@ async function main(): Promise<void> {
     const digest = `sha256:${h.digest('hex')}`;
     console.log(digest.slice(0, 19));
 
-    // Baseline: the AWS SDK's managed multipart upload and a plain GetObject, same server.
+    // Times of the SDK's own S3 calls, for the baseline's breakdown.
+    const sdkCalls: { command: string; end: number }[] = [];
+    s3.client.middlewareStack.add(
+      (next, context) => async (args) => {
+        const r = await next(args);
+        sdkCalls.push({ command: context.commandName ?? '', end: performance.now() });
+        return r;
+      },
+      { step: 'initialize', name: 'benchTiming' },
+    );
+
+    // Baseline: the AWS SDK's managed multipart upload, same server.
     // Each write phase starts with no dirty pages left over (`sync`, untimed): at several GiB the
     // kernel's writeback of the previous phase's bytes otherwise throttles whichever side comes
     // second (vm.dirty_ratio is ~4 GiB on a 24 GiB machine).
-    execFileSync('sync');
-    const rawPutLoad = load();
-    const [[, rawPutMs], [rawPutS3Cpu]] = await cpuDuring([s3Pid], () =>
-      timed(() =>
-        new Upload({ client: s3.client, params: { Bucket: DEV_BUCKET, Key: 'bench/raw', Body: Readable.from(bytes()) }, partSize: 16 * 1024 * 1024, queueSize: 4 }).done(),
-      ),
-    );
+    const rawPut = async () => {
+      execFileSync('sync');
+      const dirtyBefore = dirtyMb();
+      const loadAt = load();
+      sdkCalls.length = 0;
+      let lastByte = 0;
+      const t0 = performance.now();
+      const body = Readable.from(bytes()).on('end', () => (lastByte = performance.now() - t0));
+      const [[, ms], [s3Cpu]] = await cpuDuring([s3Pid], () =>
+        timed(() => new Upload({ client: s3.client, params: { Bucket: DEV_BUCKET, Key: 'bench/raw', Body: body }, partSize: 16 * 1024 * 1024, queueSize: 4 }).done()),
+      );
+      const lastPart = Math.max(...sdkCalls.filter((c) => c.command === 'UploadPartCommand').map((c) => c.end)) - t0;
+      const b: Breakdown = { lastByte, inParts: lastPart, done: ms, dirtyBefore, dirtyAfter: dirtyMb() };
+      return { ms, s3Cpu: s3Cpu!, loadAt, b };
+    };
+
+    // Meridian: a docker-style push (POST, one streamed PATCH, PUT with the digest), or PATCHes
+    // of --chunk-mib each.
+    const chunkMs: number[] = [];
+    const push = async () => {
+      execFileSync('sync');
+      const dirtyBefore = dirtyMb();
+      const loadAt = load();
+      let lastByte = 0;
+      let inParts = 0;
+      const t0 = performance.now();
+      const [[, ms], [apiCpu, s3Cpu]] = await cpuDuring([api!.pid!, s3Pid], () =>
+        timed(async () => {
+          const post = await request(`${base}/v2/bench/big/blobs/uploads/`, { method: 'POST', headers: { Authorization: auth } });
+          await drain(post);
+          let loc = post.headers.location!;
+          const step = CHUNK_BYTES ?? size;
+          for (let from = 0; from < size; from += step) {
+            const to = Math.min(from + step, size);
+            const t = performance.now();
+            const headers = CHUNK_BYTES
+              ? { 'Content-Length': String(to - from), 'Content-Range': `${from}-${to - 1}` }
+              : { 'Transfer-Encoding': 'chunked' };
+            const body = Readable.from(bytes(from, to)).on('end', () => (lastByte = performance.now() - t0));
+            const patch = await request(`${base}${loc}`, { method: 'PATCH', headers: { Authorization: auth, 'Content-Type': 'application/octet-stream', ...headers } }, body);
+            await drain(patch);
+            if (patch.statusCode !== 202) throw new Error(`PATCH ${patch.statusCode}`);
+            chunkMs.push(performance.now() - t);
+            loc = patch.headers.location!;
+          }
+          inParts = performance.now() - t0;
+          const put = await request(`${base}${loc}?digest=${digest}`, { method: 'PUT', headers: { Authorization: auth, 'Content-Length': '0' } });
+          await drain(put);
+          if (put.statusCode !== 201) throw new Error(`PUT ${put.statusCode}`);
+        }),
+      );
+      const b: Breakdown = { lastByte, inParts, done: ms, dirtyBefore, dirtyAfter: dirtyMb() };
+      return { ms, apiCpu: apiCpu!, s3Cpu: s3Cpu!, loadAt, b };
+    };
+
+    const PUSH_FIRST = process.argv.includes('--push-first');
+    const pushed = PUSH_FIRST ? await push() : undefined;
+    const raw = await rawPut();
     let rawGetMs = 0;
     const rawGetLoad = load();
     if (!PUSH_ONLY) {
@@ -176,40 +266,16 @@ async function main(): Promise<void> {
       if (rawGot !== size || `sha256:${rawHash.digest('hex')}` !== digest) throw new Error('raw GET returned other bytes');
     }
     await s3.delete('bench/raw');
-
-    // Meridian: a docker-style push (POST, one streamed PATCH, PUT with the digest), or PATCHes
-    // of --chunk-mib each.
-    const chunkMs: number[] = [];
-    execFileSync('sync');
-    const pushLoad = load();
-    const [[, pushMs], [pushApiCpu, pushS3Cpu]] = await cpuDuring([api.pid!, s3Pid], () =>
-      timed(async () => {
-        const post = await request(`${base}/v2/bench/big/blobs/uploads/`, { method: 'POST', headers: { Authorization: auth } });
-        await drain(post);
-        let loc = post.headers.location!;
-        const step = CHUNK_BYTES ?? size;
-        for (let from = 0; from < size; from += step) {
-          const to = Math.min(from + step, size);
-          const t = performance.now();
-          const headers = CHUNK_BYTES
-            ? { 'Content-Length': String(to - from), 'Content-Range': `${from}-${to - 1}` }
-            : { 'Transfer-Encoding': 'chunked' };
-          const patch = await request(`${base}${loc}`, { method: 'PATCH', headers: { Authorization: auth, 'Content-Type': 'application/octet-stream', ...headers } }, Readable.from(bytes(from, to)));
-          await drain(patch);
-          if (patch.statusCode !== 202) throw new Error(`PATCH ${patch.statusCode}`);
-          chunkMs.push(performance.now() - t);
-          loc = patch.headers.location!;
-        }
-        const put = await request(`${base}${loc}?digest=${digest}`, { method: 'PUT', headers: { Authorization: auth, 'Content-Length': '0' } });
-        await drain(put);
-        if (put.statusCode !== 201) throw new Error(`PUT ${put.statusCode}`);
-      }),
-    );
+    const pushResult = pushed ?? (await push());
+    const { ms: rawPutMs, s3Cpu: rawPutS3Cpu, loadAt: rawPutLoad } = raw;
+    const { ms: pushMs, apiCpu: pushApiCpu, s3Cpu: pushS3Cpu, loadAt: pushLoad } = pushResult;
     const perGiB = (cpu: number) => `${(cpu / (size / GiB)).toFixed(1).padStart(5)} s/GiB`;
     const lines = [
       `                        MiB/s   vs raw S3   CPU: API         S3 server    load (1 min, at start)`,
-      `  raw S3 PUT (SDK)     ${mbps(size, rawPutMs)}                            ${perGiB(rawPutS3Cpu!)}    ${rawPutLoad}`,
-      `  Meridian push        ${mbps(size, pushMs)}   ${(rawPutMs / pushMs).toFixed(2)}x       ${perGiB(pushApiCpu!)}   ${perGiB(pushS3Cpu!)}    ${pushLoad}`,
+      `  raw S3 PUT (SDK)     ${mbps(size, rawPutMs)}                            ${perGiB(rawPutS3Cpu)}    ${rawPutLoad}`,
+      `  Meridian push        ${mbps(size, pushMs)}   ${(rawPutMs / pushMs).toFixed(2)}x       ${perGiB(pushApiCpu)}   ${perGiB(pushS3Cpu)}    ${pushLoad}${PUSH_FIRST ? '   (pushed first)' : ''}`,
+      breakdownLine('raw S3 PUT (SDK)', raw.b),
+      breakdownLine('Meridian push', pushResult.b),
     ];
     if (CHUNK_BYTES) {
       const sorted = [...chunkMs].sort((a, b) => a - b);
