@@ -1,27 +1,14 @@
 // The meridian CLI as a user runs it (bin/meridian, a child process) against the API.
-import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createUser } from '../auth/accounts.ts';
-import { PROJECT_ROOT } from '../devstack/tools.ts';
+// The one runner of bin/meridian the tests share (written for the GC tests first).
+import { meridian } from './support/gc-helpers.ts';
 import { basic, startTestApi, startTestWorkers } from './support/harness.ts';
 import { OciClient } from './support/oci-client.ts';
 import type { RunningWorkers } from '../workers/main.ts';
 
 type Api = Awaited<ReturnType<typeof startTestApi>>;
-
-function meridian(args: string[], env: Record<string, string>, stdin?: string): Promise<{ code: number | null; out: string; err: string }> {
-  return new Promise((resolve) => {
-    const child = spawn(path.join(PROJECT_ROOT, 'bin', 'meridian'), args, { env: { ...process.env, ...env }, cwd: '/' });
-    let out = '';
-    let err = '';
-    child.stdout.on('data', (d: Buffer) => (out += d.toString()));
-    child.stderr.on('data', (d: Buffer) => (err += d.toString()));
-    child.stdin.end(stdin ?? '');
-    child.on('exit', (code) => resolve({ code, out: out.trim(), err: err.trim() }));
-  });
-}
 
 describe('meridian CLI', () => {
   let api: Api;

@@ -119,4 +119,41 @@ describe('real clients: skopeo, crane, oras and regctl', () => {
     // No dummy manifest was pushed over the tag to delete it by digest.
     expect(await countManifests()).toBe(before);
   }, 180_000);
+
+  // A user who may only pull asks to push (a manifest PUT to a repository it reads): each client is
+  // a child process (the API keeps serving) and what it prints must tell the user it was refused
+  // and why, not a retry loop or a bare status.
+  it('crane, oras, regctl and skopeo tell a read-only user that the push was denied', async () => {
+    const s = api.services;
+    const repoName = `${user.username}/read-only`;
+    await pushRandomImage(new OciClient({ baseUrl: api.url, authorization: user.authorization }), repoName, 'v1');
+    const repo = (await createRepository(s.db, { fullName: repoName }, 'return'))!;
+    const reader = await createTestUser('clients-reader');
+    await setPermission(s.db, repo, reader.username, 'read');
+    const readerConfig = mkdtempSync(path.join(tmpdir(), 'meridian-reader-config-'));
+    const opts = { env: { ...process.env, DOCKER_CONFIG: readerConfig, HOME: readerConfig }, timeout: 60_000 };
+    const refused = async (cmd: string, args: string[]) => {
+      const r = await run(cmd, args, opts).then(() => ({ code: 0, stderr: '' }), (e: { code?: number; stderr?: string }) => ({ code: e.code, stderr: e.stderr ?? '' }));
+      return { code: r.code, said: r.stderr.trim() };
+    };
+    const src = `${host}/${repoName}:v1`;
+    const dst = `${host}/${repoName}:pushed`;
+    const crane = toolPath('crane');
+    await run(crane, ['auth', 'login', host, '-u', reader.username, '-p', reader.password], opts);
+    const said = {
+      crane: await refused(crane, ['copy', '--insecure', src, dst]),
+      oras: await refused(toolPath('oras'), ['tag', '--plain-http', '-u', reader.username, '-p', reader.password, src, 'pushed']),
+      regctl: await refused(toolPath('regctl'), ['--host', `reg=${host},tls=disabled,user=${reader.username},pass=${reader.password}`, 'image', 'copy', src, dst]),
+      skopeo: await refused('skopeo', ['copy', '--src-tls-verify=false', '--dest-tls-verify=false', '--src-creds', `${reader.username}:${reader.password}`, '--dest-creds', `${reader.username}:${reader.password}`, `docker://${src}`, `docker://${dst}`]),
+    };
+    for (const [client, r] of Object.entries(said)) expect(r.code, client).not.toBe(0);
+    // crane, oras and skopeo print the registry's own words: what was refused and why.
+    for (const client of ['crane', 'oras', 'skopeo'] as const) {
+      expect(said[client].said, client).toContain(`push access to repository ${repoName} is denied: ${reader.username} has read permission there, push needs write`);
+    }
+    // regctl (v0.11.7) prints only its own word for the status, never the registry's message.
+    expect(said.regctl.said).toMatch(/failed to put manifest .*:pushed: unauthorized/);
+    const pushed = await fetch(`${api.url}/v2/${repoName}/manifests/pushed`, { method: 'HEAD', headers: { authorization: user.authorization } });
+    expect(pushed.status).toBe(404);
+  }, 180_000);
 });

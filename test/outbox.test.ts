@@ -192,14 +192,19 @@ describe('transactional outbox', () => {
     const appName = `outbox-relay-${randomUUID().slice(0, 8)}`;
     const relayDb = connectDatabase(stackInfo().databaseUrl, { max: 4, applicationName: appName });
     try {
-      Object.assign(fault, { status: undefined, delayMs: 400, inFlight: 0, maxInFlight: 0 });
+      Object.assign(fault, { status: undefined, delayMs: 800, inFlight: 0, maxInFlight: 0 });
       const slow = newRelay({ concurrency: 6 }, faulty.client, relayDb);
       let drained = false;
       const round = slow.drainOnce().finally(() => (drained = true));
+      // A transaction held across a start stays open for the whole 800 ms answer. The claim's own
+      // short transaction is also "idle in transaction" between its statements, and on a loaded
+      // machine a 50 ms sample can land there, so only one open for half an answer counts.
       let openTransactions = 0;
       while (!drained) {
         const [row] = await database.sql<{ n: number }[]>`
-          select count(*)::int as n from pg_stat_activity where application_name = ${appName} and state like 'idle in transaction%'`;
+          select count(*)::int as n from pg_stat_activity
+          where application_name = ${appName} and state like 'idle in transaction%'
+            and xact_start < now() - interval '400 milliseconds'`;
         openTransactions = Math.max(openTransactions, row!.n);
         await new Promise((r) => setTimeout(r, 50));
       }

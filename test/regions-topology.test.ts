@@ -16,6 +16,13 @@ const REGIONS = ['us-east', 'eu-west', 'ap-south'];
 
 const exec = promisify(execFile);
 
+/** A shared service (PostgreSQL, Redis) stopped for `ms`, then started again. */
+async function outage(service: { stop(): Promise<unknown>; start(): Promise<unknown> }, ms: number): Promise<void> {
+  await service.stop();
+  await sleep(ms);
+  await service.start();
+}
+
 describe('regions as separate hosts', () => {
   let f: TopologyFixture;
   let repo: string;
@@ -154,22 +161,14 @@ describe('regions as separate hosts', () => {
   // (503) and the pools reconnect. Unpatched postgres.js crashed the API here (a write to the
   // closed socket from a setImmediate; patches/postgres+3.4.9.patch).
   it('rides out 15 s without PostgreSQL under load without restarting Meridian, losing no acknowledged push', async () => {
-    const run = await faultUnderLoad(f, 'postgres-down-15s', { faulted: REGIONS }, async () => {
-      await f.topology.core.postgres.stop();
-      await sleep(15_000);
-      await f.topology.core.postgres.start();
-    });
+    const run = await faultUnderLoad(f, 'postgres-down-15s', { faulted: REGIONS }, () => outage(f.topology.core.postgres, 15_000));
     onlyRetryableFailures(run.during);
     // The outage was felt: nothing is pushed without the database.
     expect(REGIONS.reduce((n, r) => n + run.during[r]!.failed, 0)).toBeGreaterThan(0);
   });
 
   it('rides out 15 s without Redis under load without restarting Meridian, losing no acknowledged push', async () => {
-    const run = await faultUnderLoad(f, 'redis-down-15s', { faulted: REGIONS }, async () => {
-      await f.topology.core.redis.stop();
-      await sleep(15_000);
-      await f.topology.core.redis.start();
-    });
+    const run = await faultUnderLoad(f, 'redis-down-15s', { faulted: REGIONS }, () => outage(f.topology.core.redis, 15_000));
     onlyRetryableFailures(run.during);
   });
 

@@ -12,6 +12,7 @@ import { openProxySettings } from '../mirror/proxy-secrets.ts';
 import { createLogger } from '../platform/logger.ts';
 import { createRepository, type Repository } from '../registry/repositories.ts';
 import { createTestUser, startTestApi } from './support/harness.ts';
+import { mirrorConfig } from './support/mirror-config.ts';
 
 type Api = Awaited<ReturnType<typeof startTestApi>>;
 type User = Awaited<ReturnType<typeof createTestUser>>;
@@ -72,14 +73,14 @@ describe('leaks', () => {
 
   it('proxy credentials are masked in GET …/mirror, sealed at rest, kept by a GET → PUT round trip, and dropped when the proxy changes', async () => {
     const mirror = `/repository/${repo.fullName}/mirror`;
-    const created = await call('POST', mirror, owner.authorization, {
-      external_reference: 'registry.example.com/library/nginx',
-      sync_interval: 3600,
-      sync_start_date: '2030-01-02T03:04:05Z',
-      root_rule: { rule_kind: 'tag_glob_csv', rule_value: ['*'] },
-      robot_username: robotName,
-      external_registry_config: { proxy: { https_proxy: 'http://puser:proxy-pw-9f3@proxy.example.com:3128', http_proxy: 'http://open.example.com:8080' } },
-    });
+    const created = await call(
+      'POST',
+      mirror,
+      owner.authorization,
+      mirrorConfig(robotName, 'registry.example.com/library/nginx', {
+        external_registry_config: { proxy: { https_proxy: 'http://puser:proxy-pw-9f3@proxy.example.com:3128', http_proxy: 'http://open.example.com:8080' } },
+      }),
+    );
     expect(created.status).toBe(201);
     const shown = await call('GET', mirror, owner.authorization);
     const text = await shown.text();
@@ -108,13 +109,7 @@ describe('leaks', () => {
 
   it('proxy passwords a mirror saved in plain before sealing are sealed when an API starts, once', async () => {
     const legacy = await createRepository(api.services.db, { fullName: `${owner.username}/legacy-proxy` });
-    const created = await call('POST', `/repository/${legacy.fullName}/mirror`, owner.authorization, {
-      external_reference: 'registry.example.com/library/redis',
-      sync_interval: 3600,
-      sync_start_date: '2030-01-02T03:04:05Z',
-      root_rule: { rule_kind: 'tag_glob_csv', rule_value: ['*'] },
-      robot_username: robotName,
-    });
+    const created = await call('POST', `/repository/${legacy.fullName}/mirror`, owner.authorization, mirrorConfig(robotName, 'registry.example.com/library/redis'));
     expect(created.status).toBe(201);
     // The row as the release before sealing wrote it: the passwords inside the URLs.
     const plain = { https_proxy: 'http://puser:old-pw%40x@proxy.example.com:3128', http_proxy: 'http://u2:old-pw-2@proxy2.example.com:8080', no_proxy: '.internal' };
