@@ -100,6 +100,17 @@ async function temporalWork(s: Services, since: Date): Promise<TemporalWork> {
   return work;
 }
 
+/** Requests by kind, e.g. "GET manifest 60, HEAD blob 3". */
+function requestKinds(requests: { method: string; path: string; status: number }[]): string {
+  const kinds: Record<string, number> = {};
+  for (const r of requests) {
+    const what = r.path.includes('/blobs/') ? 'blob' : r.path.includes('/manifests/') ? 'manifest' : r.path.endsWith('/tags/list') ? 'tags' : r.path === '/v2/' ? 'ping' : r.path;
+    const key = `${r.method} ${what}${r.status === 200 || r.status === 0 ? '' : ` ${r.status}`}`;
+    kinds[key] = (kinds[key] ?? 0) + 1;
+  }
+  return `${requests.length} (${Object.entries(kinds).sort().map(([k, v]) => `${k} ${v}`).join(', ')})`;
+}
+
 async function main(): Promise<void> {
   const tags = Array.from({ length: TAGS }, (_, i) => `v1.${i}`);
   const multi = tags.filter((_, i) => i % 5 === 0);
@@ -133,6 +144,7 @@ async function main(): Promise<void> {
     );
     const skopeoSeconds = (performance.now() - s0) / 1000;
     const blobGetsSkopeo = upstream.count((r) => r.method === 'GET' && r.path.includes('/blobs/') && r.status === 200);
+    const skopeoRequests = upstream.requests.length;
 
     const s = workers.services;
     const f = await mirrorFixture(s, 'bench');
@@ -151,6 +163,7 @@ async function main(): Promise<void> {
     if (done.status !== 'SUCCESS') throw new Error(`mirror run ${done.status}: ${done.reason}`);
     const mirrored = Object.keys(await localTags(s, f.repo.id)).length;
     const blobGetsMeridian = upstream.count((r) => r.method === 'GET' && r.path.includes('/blobs/') && r.status === 200) - blobGetsSkopeo;
+    const meridianRequests = upstream.requests.slice(skopeoRequests);
     const runSeconds = (done.finishedAt!.getTime() - done.startedAt.getTime()) / 1000;
     const perTag = (done.tagResults ?? []).length ? (runSeconds / done.tagResults!.length).toFixed(2) : '?';
 
@@ -181,6 +194,8 @@ async function main(): Promise<void> {
     console.log(`| skopeo sync --all → dir | ${TAGS} | ${skopeoSeconds.toFixed(1)} s | — | ${blobGetsSkopeo} | — |`);
     console.log('');
     console.log(`Meridian / skopeo: ${(meridianSeconds / skopeoSeconds).toFixed(2)}×`);
+    // The upstream checks a bcrypt password on every authenticated request, so requests cost it CPU.
+    console.log(`upstream requests: skopeo ${requestKinds(upstream.requests.slice(0, skopeoRequests))}; Meridian ${requestKinds(meridianRequests)}`);
     console.log(`run: ${runSeconds.toFixed(1)} s for ${done.tagResults?.length ?? '?'} tags, ${perTag} s per tag (tag parallelism ${PARALLELISM})`);
     if (replicatedSeconds !== undefined) {
       console.log(`replication finished (every mirrored blob in all ${REGIONS.length} regions): ${replicatedSeconds.toFixed(1)} s after sync-now, ${(replicatedSeconds - meridianSeconds).toFixed(1)} s after the run`);
