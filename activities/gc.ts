@@ -2,7 +2,7 @@
 // task queue (in its region, next to its storage); the rest only touch the database.
 import { Context } from '@temporalio/activity';
 import type { Services } from '../platform/services.ts';
-import { placementsRemoved } from '../replication/placements.ts';
+import { placementsRemoved, placementsRemovedBeforeDeleting } from '../replication/placements.ts';
 import { deleteUnplacedBlobPage, deleteUnplacedBlobs, locationsWithPendingDeletions, markGarbage, type PurgeBatch, purgeLocationBatch } from '../gc/blobs.ts';
 import { expireUntaggedManifests } from '../gc/manifests.ts';
 import { type GcRunRecord, recordGcRun } from '../gc/runs.ts';
@@ -45,8 +45,9 @@ export function createGcActivities(s: Pick<Services, 'db' | 'redis' | 'locations
           ctx.heartbeat(total);
           // Pull paths cache placements: the claimed copies must not be served from the cache
           // once their objects go (invalidated before the deletes, not after the rows: a redirect
-          // in between pointed at a deleted object).
-          const b = await purgeLocationBatch(deps, { location: input.location, limit: input.batch }, () => placementsRemoved(s.redis));
+          // in between pointed at a deleted object). Without Redis the batch fails before any
+          // delete and is retried; its claimed copies stay GC's (gcPurgeable).
+          const b = await purgeLocationBatch(deps, { location: input.location, limit: input.batch }, () => placementsRemovedBeforeDeleting(s.redis));
           total.deleted += b.deleted;
           total.bytes += b.bytes;
           total.remaining = b.remaining;

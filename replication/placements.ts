@@ -75,7 +75,31 @@ export async function placementAdded(redis: Redis, digest: string): Promise<void
   await redis.del(entryKey(digest)).catch(() => {});
 }
 
-/** Copies were removed (after the database commit): every cached answer is now suspect. */
+/** Copies were removed (after the database commit): every cached answer is now suspect. Their
+ * objects are still there, so a reader this cannot reach (Redis down) is served a copy that
+ * exists until the entry expires or its process reconnects. */
 export async function placementsRemoved(redis: Redis): Promise<void> {
   await redis.incr(EPOCH_KEY).catch(() => {});
+}
+
+/** Redis could not be told that copies were removed, so their objects must stay for now. */
+export class PlacementCacheUnreachableError extends Error {
+  constructor(cause: unknown) {
+    super(`cannot invalidate cached placements (Redis: ${(cause as Error)?.message ?? String(cause)}); the objects are kept until it can`);
+    this.name = 'PlacementCacheUnreachableError';
+  }
+}
+
+/**
+ * Copies were removed and their objects are about to be deleted: unlike placementsRemoved this
+ * fails when Redis cannot be reached. A process cut off from Redis alone cannot tell whether
+ * others still read an entry naming those copies (their Redis is fine, so nothing expires it
+ * early), and a pull redirected to a deleted object fails; the caller retries instead.
+ */
+export async function placementsRemovedBeforeDeleting(redis: Redis): Promise<void> {
+  try {
+    await redis.incr(EPOCH_KEY);
+  } catch (e) {
+    throw new PlacementCacheUnreachableError(e);
+  }
 }

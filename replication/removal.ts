@@ -9,7 +9,7 @@ import { blobPlacements, blobs, storageLocations } from '../db/schema.ts';
 import type { LocationRegistry } from '../storage/locations.ts';
 import { placementKey } from '../storage/paths.ts';
 import { requireLocation } from './errors.ts';
-import { placementsRemoved } from './placements.ts';
+import { placementsRemoved, placementsRemovedBeforeDeleting } from './placements.ts';
 import { placementPlans } from './policy.ts';
 
 export interface RemovalDeps {
@@ -104,8 +104,14 @@ export async function deletePlacementsBatch(d: RemovalDeps, input: { location: s
     await d.db
       .delete(blobPlacements)
       .where(and(eq(blobPlacements.locationId, loc.id), inArray(blobPlacements.blobId, deletable.map((p) => p.blobId))));
-    await placementsRemoved(d.redis);
-    if (input.purge) await loc.driver.deleteMany(deletable.map((p) => placementKey(loc.pathPrefix, p.digest, p.objectKey)));
+    if (input.purge) {
+      // Without Redis this fails before any delete: the rows are gone, so the objects are left
+      // to the orphan sweep rather than deleted under a cached answer that may still name them.
+      await placementsRemovedBeforeDeleting(d.redis);
+      await loc.driver.deleteMany(deletable.map((p) => placementKey(loc.pathPrefix, p.digest, p.objectKey)));
+    } else {
+      await placementsRemoved(d.redis);
+    }
   }
   return { deleted: deletable.length, blocked, remaining: page.length === input.limit || blocked.length > 0 };
 }
