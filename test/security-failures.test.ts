@@ -159,4 +159,26 @@ describe('workflow failures and failure details in Temporal', () => {
     expect(recorded).not.toContain(PASSWORD);
     expect(recorded).not.toContain(TOKEN);
   });
+
+  it('an update rejected by its validator or failed by its handler keeps no URL password or token', async () => {
+    const handle = await temporal.client.workflow.start('updateFailsQuotingUrl', { taskQueue, workflowId: `${taskQueue}-update` });
+    const plain = url.replace('https://', 'http://');
+    const rejected: unknown = await handle.executeUpdate('useUpstream', { args: [plain] }).then(
+      () => undefined,
+      (e: unknown) => e,
+    );
+    const said = JSON.stringify(rejected, Object.getOwnPropertyNames(rejected ?? {})) + String((rejected as Error | undefined)?.cause);
+    expect(said).toContain('refused http://mirror-user:***@up.example.com/v2/?token=***');
+    expect(said).not.toContain(PASSWORD);
+    expect(said).not.toContain(TOKEN);
+
+    await expect(handle.executeUpdate('useUpstream', { args: [url] })).rejects.toThrow();
+    await handle.result();
+    const outcomes = (await handle.fetchHistory()).events!.map((e) => e.workflowExecutionUpdateCompletedEventAttributes?.outcome?.failure).filter(Boolean);
+    expect(outcomes.length).toBe(1);
+    const recorded = JSON.stringify(outcomes, (k, v: unknown) => (k === 'data' && typeof v === 'string' ? JSON.parse(Buffer.from(v, 'base64').toString()) : v));
+    expect(recorded).toContain('cannot use https://mirror-user:***@up.example.com/v2/?token=***');
+    expect(recorded).not.toContain(PASSWORD);
+    expect(recorded).not.toContain(TOKEN);
+  });
 });

@@ -28,6 +28,16 @@ class RedactingWorkflowInbound implements WorkflowInboundCallsInterceptor {
     }
   }
 
+  // A validator's rejection is not in the history, but the server passes it to the caller and
+  // may log it.
+  validateUpdate(input: UpdateInput, next: Next<WorkflowInboundCallsInterceptor, 'validateUpdate'>): void {
+    try {
+      next(input);
+    } catch (e) {
+      throw redactWorkflowFailure(e);
+    }
+  }
+
   async handleUpdate(input: UpdateInput, next: Next<WorkflowInboundCallsInterceptor, 'handleUpdate'>): Promise<unknown> {
     try {
       return await next(input);
