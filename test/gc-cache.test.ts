@@ -30,8 +30,10 @@ describe('garbage collection and the placement cache', () => {
     await database.close();
   });
 
-  it('invalidates cached placements before deleting the objects', async () => {
-    const user = await createTestUser('gccache');
+  /** A pushed blob held by every region, its placements cached, then its copy in the first
+   * region marked for deletion with the cached answer left as it was. */
+  async function markedWhileCached(name: string) {
+    const user = await createTestUser(name);
     const client = new OciClient({ baseUrl: api.url, authorization: user.authorization });
     const image = makeImage(`${user.username}/app`, 'v1');
     await pushImage(client, image);
@@ -42,9 +44,12 @@ describe('garbage collection and the placement cache', () => {
     const region = regions[0]!;
     const loc = (await s.locations.fresh()).byName(region)!;
     expect((await cachedPlacements(s.db, s.redis, blob)).map((p) => p.locationId)).toContain(loc.id);
-
-    // Marked for deletion, the cached answer left as it was.
     await database.db.execute(sql`update blob_placements set state = 'deleting' where blob_id = ${blob.id} and location_id = ${loc.id}`);
+    return { s, blob, digest, region, loc };
+  }
+
+  it('invalidates cached placements before deleting the objects', async () => {
+    const { s, blob, region, loc } = await markedWhileCached('gccache');
     // What a pull would be told while the purge deletes the object.
     const seenWhileDeleting: number[][] = [];
     const deleteMany = loc.driver.deleteMany.bind(loc.driver);
@@ -68,18 +73,7 @@ describe('garbage collection and the placement cache', () => {
   // names the copy and nothing will expire it early, so the object must stay until the
   // invalidation can be sent.
   it('keeps the objects while it cannot invalidate cached placements, and deletes them once it can', async () => {
-    const user = await createTestUser('gccachedown');
-    const client = new OciClient({ baseUrl: api.url, authorization: user.authorization });
-    const image = makeImage(`${user.username}/app`, 'v1');
-    await pushImage(client, image);
-    const digest = sha256(image.blobs[1]!);
-    await waitEverywhere(database, [digest], regions.length);
-    const s = api.services;
-    const blob = (await blobByDigest(s.db, digest))!;
-    const region = regions[0]!;
-    const loc = (await s.locations.fresh()).byName(region)!;
-    expect((await cachedPlacements(s.db, s.redis, blob)).map((p) => p.locationId)).toContain(loc.id);
-    await database.db.execute(sql`update blob_placements set state = 'deleting' where blob_id = ${blob.id} and location_id = ${loc.id}`);
+    const { s, blob, digest, region, loc } = await markedWhileCached('gccachedown');
     const key = (await placementsByDigest(database, digest)).find((p) => p.location === region)!.key;
 
     // Nothing listens on port 1: every command fails at once.
