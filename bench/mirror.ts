@@ -12,7 +12,7 @@
 // activities by type). For a CPU profile of the whole process (API, workers, copies):
 //   node --cpu-prof --cpu-prof-dir=/tmp/prof --import tsx bench/mirror.ts
 import { execFile } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { promisify } from 'node:util';
@@ -39,6 +39,16 @@ const COPIES = !process.argv.includes('--no-copies');
 
 const mib = (bytes: number) => (bytes / 1024 ** 2).toFixed(1);
 const REGIONS = ['us-east', 'eu-west', 'ap-south'];
+
+/** CPU seconds the whole machine has spent busy (every process: Meridian, Temporal, PostgreSQL,
+ * the S3 server, the upstream registry, skopeo). On a 2-core machine the mirror is CPU-bound, so
+ * this explains a wall-time ratio better than the wall time does. */
+function machineBusySeconds(): number {
+  const [, ...ticks] = readFileSync('/proc/stat', 'utf8').split('\n')[0]!.trim().split(/\s+/).map(Number);
+  // user nice system idle iowait irq softirq steal: busy is everything but idle and iowait.
+  const busy = ticks.slice(0, 8).reduce((a, b) => a + b, 0) - ticks[3]! - ticks[4]!;
+  return busy / 100;
+}
 
 /** Blobs of the repository not yet held (available) by every region. */
 async function unreplicated(s: Services, repositoryId: number): Promise<number> {
@@ -137,12 +147,14 @@ async function main(): Promise<void> {
 
     // skopeo first (its own process, reading the same upstream through the same proxy).
     const s0 = performance.now();
+    const skopeoCpu0 = machineBusySeconds();
     await run(
       'skopeo',
       ['sync', '--all', '--src', 'docker', '--dest', 'dir', '--src-tls-verify=false', '--src-creds', `${upstream.username}:${upstream.password}`, `${upstream.authority}/library/bench`, skopeoDir],
       { maxBuffer: 64 * 1024 * 1024 },
     );
     const skopeoSeconds = (performance.now() - s0) / 1000;
+    const skopeoCpu = machineBusySeconds() - skopeoCpu0;
     const blobGetsSkopeo = upstream.count((r) => r.method === 'GET' && r.path.includes('/blobs/') && r.status === 200);
     const skopeoRequests = upstream.requests.length;
 
@@ -157,9 +169,11 @@ async function main(): Promise<void> {
     await new Promise((r) => setTimeout(r, 1500));
     const startedAt = new Date();
     const m0 = performance.now();
+    const meridianCpu0 = machineBusySeconds();
     await requestSyncNow(s, { ...f.repo, state: 'mirror' });
     const done = await waitForRuns(s, cfg.id, 1, 30 * 60_000);
     const meridianSeconds = (performance.now() - m0) / 1000;
+    const meridianCpu = machineBusySeconds() - meridianCpu0;
     if (done.status !== 'SUCCESS') throw new Error(`mirror run ${done.status}: ${done.reason}`);
     const mirrored = Object.keys(await localTags(s, f.repo.id)).length;
     const blobGetsMeridian = upstream.count((r) => r.method === 'GET' && r.path.includes('/blobs/') && r.status === 200) - blobGetsSkopeo;
@@ -194,6 +208,7 @@ async function main(): Promise<void> {
     console.log(`| skopeo sync --all → dir | ${TAGS} | ${skopeoSeconds.toFixed(1)} s | — | ${blobGetsSkopeo} | — |`);
     console.log('');
     console.log(`Meridian / skopeo: ${(meridianSeconds / skopeoSeconds).toFixed(2)}×`);
+    console.log(`machine CPU busy during each (all processes, upstream included): Meridian ${meridianCpu.toFixed(1)} CPU-s, skopeo ${skopeoCpu.toFixed(1)} CPU-s`);
     // The upstream checks a bcrypt password on every authenticated request, so requests cost it CPU.
     console.log(`upstream requests: skopeo ${requestKinds(upstream.requests.slice(0, skopeoRequests))}; Meridian ${requestKinds(meridianRequests)}`);
     console.log(`run: ${runSeconds.toFixed(1)} s for ${done.tagResults?.length ?? '?'} tags, ${perTag} s per tag (tag parallelism ${PARALLELISM})`);

@@ -19,6 +19,7 @@ import { setupTemporal } from '../workers/temporal-setup.ts';
 import { entryCommand } from './entrypoints.ts';
 import { canConnect, freePort } from './ports.ts';
 import { ManagedProcess } from './process.ts';
+import { VERSITYGW_FLAGS } from './s3.ts';
 import { postgresServer, redisServer } from './regions-core.ts';
 import { createRegionNets, heal, inRegion, partition, regionNets, removeRegionNets, s3HostName, type RegionNet } from './regions-net.ts';
 import { WanLink } from './regions-wan.ts';
@@ -302,7 +303,7 @@ function regionS3(n: RegionNet, port: number, dataDir: string, logFile: string):
   mkdirSync(meta, { recursive: true });
   return new ManagedProcess({
     name: `s3 ${n.region}`,
-    ...inRegion(n, toolPath('versitygw'), ['--port', `${n.nsIp}:${port}`, '--quiet', 'posix', '--sidecar', meta, root]),
+    ...inRegion(n, toolPath('versitygw'), ['--port', `${n.nsIp}:${port}`, ...VERSITYGW_FLAGS, 'posix', '--sidecar', meta, root]),
     env: { ROOT_ACCESS_KEY_ID: CREDENTIALS.accessKeyId, ROOT_SECRET_ACCESS_KEY: CREDENTIALS.secretAccessKey },
     logFile,
     readyTimeoutMs: 30_000,

@@ -29,6 +29,15 @@ export function temporalServer(opts: TemporalServerOptions): ManagedProcess {
     String(opts.port),
     '--db-filename',
     path.join(opts.dataDir, 'temporal.db'),
+    // SQLite's defaults (a rollback journal, a sync on every commit) made the dev server the
+    // bottleneck of replication: a mirror of 50 tags finished replicating 13 s after the run, its
+    // replicateBlob workflows averaging 8.8 s start to close; with WAL and NORMAL sync it finishes
+    // with the run (1.4 s each). WAL with NORMAL keeps every commit across a crash of the server;
+    // only a power loss can drop the last ones, which a development stack can afford.
+    '--sqlite-pragma',
+    'journal_mode=wal',
+    '--sqlite-pragma',
+    'synchronous=normal',
     '--log-level',
     'warn',
     ...(opts.uiPort ? ['--ui-port', String(opts.uiPort)] : ['--headless']),
