@@ -57,6 +57,8 @@ export function searchAttributeFlags(): string[] {
 /** Workflow ids are derived from what the workflow is about, so repeated triggers dedupe. */
 export const WORKFLOW_IDS = {
   replicateBlob: (digest: string) => `replicate/${digest}`,
+  /** A set of blobs replicated together, named by a hash of its sorted digests. */
+  replicateBlobs: (setDigest: string) => `replicate-set/${setDigest}`,
   backfill: (location: string | undefined) => `backfill/${location ?? 'all'}`,
   removeLocation: (location: string) => `remove-location/${location}`,
   mirrorSchedule: (repository: string) => `mirror/${repository}`,

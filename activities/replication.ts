@@ -4,11 +4,12 @@
 // touch the database and run on the control queue. Here: heartbeats, cancellation, and domain
 // errors turned into the contract's failure types.
 import { ApplicationFailure, Context } from '@temporalio/activity';
-import { type CopyInput, type CopyResult, REPLICATION_FAILURES, REPLICATION_NON_RETRYABLE } from '../contract/replication.ts';
+import { type CopyBatchInput, type CopyBatchResult, type CopyInput, type CopyResult, REPLICATION_FAILURES, REPLICATION_NON_RETRYABLE } from '../contract/replication.ts';
 import type { Services } from '../platform/services.ts';
 import { type CopyCheckpoint, copyBlob } from '../replication/copy.ts';
+import { type CopyBatchCheckpoint, copyBlobBatch } from '../replication/copy-batch.ts';
 import { ReplicationError } from '../replication/errors.ts';
-import { finishReplication, planReplication, scanForBackfill } from '../replication/planning.ts';
+import { finishReplication, finishReplications, planReplication, planReplications, scanForBackfill } from '../replication/planning.ts';
 import {
   deleteLocationRow,
   deletePlacementsBatch,
@@ -73,6 +74,22 @@ export function createReplicationActivities(s: Services) {
     },
 
     finishReplication: (digest: string) => mapped(() => finishReplication(planning, digest)),
+
+    planReplications: (digests: string[]) => mapped(() => planReplications(planning, digests)),
+
+    /** replicateBlobs' copies into one location: its missing blobs of the batch. */
+    async copyBlobsToLocation(input: CopyBatchInput): Promise<CopyBatchResult> {
+      const ctx = Context.current();
+      return mapped(() =>
+        copyBlobBatch(copyDeps, input, {
+          checkpoint: ctx.info.heartbeatDetails as CopyBatchCheckpoint | undefined,
+          heartbeat: (checkpoint) => ctx.heartbeat(checkpoint),
+          signal: ctx.cancellationSignal,
+        }),
+      );
+    },
+
+    finishReplications: (digests: string[]) => mapped(() => finishReplications(planning, digests)),
 
     scanForBackfill: (input: { afterBlobId: number; limit: number; location?: string }) => beating(() => scanForBackfill(planning, input)),
 

@@ -9,7 +9,7 @@
 import { collectGarbageWorkflow } from './gc.ts';
 import { expireUploadsWorkflow } from './maintenance.ts';
 import { deliverMirrorNotificationWorkflow, mirrorSyncWorkflow, reconcileMirrorWorkflow } from './mirror.ts';
-import { backfillWorkflow, removeLocationWorkflow, replicateBlobWorkflow } from './replication.ts';
+import { backfillWorkflow, removeLocationWorkflow, replicateBlobsWorkflow, replicateBlobWorkflow } from './replication.ts';
 import { sweepOrphansWorkflow } from './orphans.ts';
 import { scrubLocationWorkflow } from './scrub.ts';
 import type { WorkflowDefinition, WorkflowOf } from './define.ts';
@@ -29,6 +29,7 @@ function byName<const D extends readonly WorkflowDefinition[]>(defs: D): { [X in
 
 export const WORKFLOWS = byName([
   replicateBlobWorkflow,
+  replicateBlobsWorkflow,
   backfillWorkflow,
   removeLocationWorkflow,
   expireUploadsWorkflow,

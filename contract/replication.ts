@@ -1,4 +1,5 @@
-// The replication workflows' contract: replicateBlob (one per blob), backfill and removeLocation,
+// The replication workflows' contract: replicateBlob (one per blob), replicateBlobs (the blobs one
+// mirrored image brought in, as one workflow), backfill and removeLocation,
 // their inputs, results, progress queries and the failure types their copies end with.
 import { defineQuery } from '@temporalio/workflow';
 import { TASK_QUEUES } from '../temporal.config.ts';
@@ -65,6 +66,42 @@ export interface ReplicateBlobResult {
   lagSeconds: number | null;
 }
 
+/** The blobs one mirrored image brought in, replicated together: one workflow and one copy
+ * activity per target location instead of one workflow and one activity per blob and target. */
+export interface ReplicateBlobsInput {
+  digests: string[];
+  /** The repository that caused it, for search and display only. */
+  repository?: string;
+}
+
+export interface ReplicateBlobsResult {
+  blobs: number;
+  /** Blobs every wanted location holds now. */
+  complete: number;
+  /** Blobs deleted before they were copied. */
+  gone: number;
+  /** Copies made (blob × target), and bytes read for them. */
+  copies: number;
+  bytesTransferred: number;
+  failed: { digest: string; target: string; reason: string }[];
+  lagSeconds: number | null;
+}
+
+/** One copy activity's share of a replicateBlobs: the blobs `target` is missing. */
+export interface CopyBatchInput {
+  target: string;
+  blobs: { digest: string; size: number }[];
+}
+
+export interface CopyBatchResult {
+  target: string;
+  copied: number;
+  alreadyPresent: number;
+  bytesTransferred: number;
+  /** Blobs no retry can copy (NoGoodSource, BlobGone, …); a retryable failure fails the activity. */
+  failed: { digest: string; reason: string }[];
+}
+
 export interface BackfillProgress {
   scanned: number;
   queued: number;
@@ -111,5 +148,6 @@ export const backfillProgressQuery = defineQuery<BackfillProgress>('progress');
 export const removeLocationProgressQuery = defineQuery<RemoveLocationProgress>('progress');
 
 export const replicateBlobWorkflow = defineWorkflow<(input: ReplicateBlobInput) => Promise<ReplicateBlobResult>>()('replicateBlob', TASK_QUEUES.control);
+export const replicateBlobsWorkflow = defineWorkflow<(input: ReplicateBlobsInput) => Promise<ReplicateBlobsResult>>()('replicateBlobs', TASK_QUEUES.control);
 export const backfillWorkflow = defineWorkflow<(input: BackfillInput) => Promise<BackfillProgress>>()('backfill', TASK_QUEUES.control);
 export const removeLocationWorkflow = defineWorkflow<(input: RemoveLocationInput) => Promise<RemoveLocationProgress>>()('removeLocation', TASK_QUEUES.control);

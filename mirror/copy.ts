@@ -1,9 +1,10 @@
 // Copying one upstream tag into the local repository: its manifest (an index with every platform
 // manifest it lists), every blob they need that the repository does not have yet (streamed into
-// this instance's preferred location, digest verified, replication intent written as for a push),
-// and the referrers (signatures, SBOMs) the upstream lists for them. The manifests and the tag
-// are written in one transaction at the end, so a tag is either moved to the complete new image
-// or not at all.
+// this instance's preferred location, digest verified), and the referrers (signatures, SBOMs) the
+// upstream lists for them. The manifests and the tag are written in one transaction at the end, so
+// a tag is either moved to the complete new image or not at all; that transaction also starts the
+// replication of every blob the tag brought in, as one workflow (registry/blobs.ts
+// ReplicationBatch).
 //
 // A blob is fetched once per repository even when several tags copied at the same time need it
 // (an in-process single flight plus a Redis lock across workers). A blob is skipped only when
@@ -15,7 +16,7 @@ import { Transform } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { blobs, repositoryBlobs } from '../db/schema.ts';
 import type { Services } from '../platform/services.ts';
-import { linkedBlob } from '../registry/blobs.ts';
+import { linkedBlob, ReplicationBatch, startReplicationBatch } from '../registry/blobs.ts';
 import { type Descriptor, manifestByDigest, manifestByTag, parseManifest, type ParsedManifest, putManifest, setTag } from '../registry/manifests.ts';
 import type { Repository } from '../registry/repositories.ts';
 import { putBlobToPreferred } from '../registry/uploads.ts';
@@ -41,6 +42,8 @@ export interface CopyContext {
   heartbeat: () => void;
   signal?: AbortSignal;
   flights: BlobFlights;
+  /** The blobs this tag's copy brought in, replicated together when its tag moves. */
+  replication?: ReplicationBatch;
 }
 
 /** Layers that live outside registries (foreign, non-distributable) are not copied, as on push. */
@@ -129,7 +132,7 @@ async function copyBlob(c: CopyContext, d: Descriptor): Promise<number> {
         (e: unknown) => e,
       );
       try {
-        await putBlobToPreferred(c.s, c.repo, d.digest, meter, d.size);
+        await putBlobToPreferred(c.s, c.repo, d.digest, meter, d.size, { replication: c.replication });
       } catch (e) {
         blob.body.destroy();
         meter.destroy();
@@ -253,7 +256,8 @@ async function copyReferrers(c: CopyContext, subjects: string[], counter: { byte
  * Brings one tag in step with the upstream. `unchanged` when the local tag already points at the
  * upstream's digest (a HEAD tells); `gone` when the upstream no longer has the tag.
  */
-export async function copyTag(c: CopyContext, tag: string): Promise<TagResult> {
+export async function copyTag(shared: CopyContext, tag: string): Promise<TagResult> {
+  const c: CopyContext = { ...shared, replication: new ReplicationBatch() };
   const local = await manifestByTag(c.s.db, c.repo.id, tag);
   // The HEAD only pays when there is a local tag it may find unchanged: a tag new here needs the
   // GET anyway (which names its digest too), and every request costs the upstream (a bcrypt
@@ -291,6 +295,7 @@ export async function copyTag(c: CopyContext, tag: string): Promise<TagResult> {
     const m = await manifestByDigest(tx, c.repo.id, top.digest);
     if (!m) throw new Error(`manifest ${top.digest} vanished while ${tag} was being copied`);
     await setTag(tx, c.repo.id, tag, m.id);
+    await startReplicationBatch(tx, c.replication!, c.repo.fullName);
   });
   return { tag, status: 'synced', digest: top.digest, bytes: counter.bytes };
 }

@@ -5,7 +5,7 @@
 // USE_EXISTING makes repeated deliveries start one workflow.
 import type { Client } from '@temporalio/client';
 import { type Workflow, WorkflowIdConflictPolicy } from '@temporalio/common';
-import { eq, inArray, sql, type SQL } from 'drizzle-orm';
+import { and, eq, inArray, isNull, sql, type SQL } from 'drizzle-orm';
 import type { Sql } from 'postgres';
 import { type WorkflowDefinition, workflowDefinition } from '../contract/index.ts';
 import type { Database, DbOrTx } from '../db/client.ts';
@@ -31,10 +31,12 @@ export interface WorkflowStart<F extends Workflow> {
   /** The declared task queue unless given. */
   taskQueue?: string;
   memo?: Record<string, unknown>;
+  /** Not delivered before this many seconds (a fallback another transaction may supersede). */
+  delaySeconds?: number;
 }
 
-/** Writes the intent to start `def` in the caller's transaction. */
-export async function enqueueWorkflowStart<F extends Workflow>(tx: DbOrTx, def: WorkflowDefinition<F>, start: WorkflowStart<F>): Promise<void> {
+/** Writes the intent to start `def` in the caller's transaction; returns the outbox row's id. */
+export async function enqueueWorkflowStart<F extends Workflow>(tx: DbOrTx, def: WorkflowDefinition<F>, start: WorkflowStart<F>): Promise<number> {
   const intent: WorkflowStartIntent = {
     workflowType: def.name,
     workflowId: start.workflowId,
@@ -42,9 +44,28 @@ export async function enqueueWorkflowStart<F extends Workflow>(tx: DbOrTx, def: 
     args: start.args,
     ...(start.memo ? { memo: start.memo } : {}),
   };
-  await tx.insert(outbox).values({ kind: 'start-workflow', payload: intent as unknown as Record<string, unknown> });
-  // Delivered on commit only, so the relay wakes up exactly when there is something to do.
-  await tx.execute(sql`select pg_notify(${OUTBOX_CHANNEL}, '')`);
+  const [row] = await tx
+    .insert(outbox)
+    .values({
+      kind: 'start-workflow',
+      payload: intent as unknown as Record<string, unknown>,
+      ...(start.delaySeconds ? { availableAt: sql`now() + make_interval(secs => ${start.delaySeconds})` } : {}),
+    })
+    .returning({ id: outbox.id });
+  // Delivered on commit only, so the relay wakes up exactly when there is something to do (a
+  // delayed row is found by the relay's periodic poll).
+  if (!start.delaySeconds) await tx.execute(sql`select pg_notify(${OUTBOX_CHANNEL}, '')`);
+  return row!.id;
+}
+
+/** Marks undelivered intents done without starting them: another intent in the caller's
+ * transaction covers their work. One already delivered stays as it was. */
+export async function supersedeIntents(tx: DbOrTx, ids: number[], by: string): Promise<void> {
+  if (ids.length === 0) return;
+  await tx
+    .update(outbox)
+    .set({ deliveredAt: sql`now()`, lastError: `superseded by ${by}` })
+    .where(and(inArray(outbox.id, ids), isNull(outbox.deliveredAt)));
 }
 
 export interface RelayStats {

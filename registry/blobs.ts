@@ -1,11 +1,12 @@
 // Blob records: one row per digest, a placement per location that holds the bytes, a link per
 // repository allowed to use it. Committing a blob's placement writes the replication intent in
 // the same transaction, so no placement is ever left unreplicated.
+import { createHash } from 'node:crypto';
 import { and, eq, inArray, sql } from 'drizzle-orm';
 import type { DbOrTx } from '../db/client.ts';
 import { blobPlacements, blobs, repositoryBlobs } from '../db/schema.ts';
-import { type ReplicateBlobInput, replicateBlobWorkflow } from '../contract/replication.ts';
-import { enqueueWorkflowStart } from '../platform/outbox.ts';
+import { type ReplicateBlobInput, type ReplicateBlobsInput, replicateBlobsWorkflow, replicateBlobWorkflow } from '../contract/replication.ts';
+import { enqueueWorkflowStart, supersedeIntents } from '../platform/outbox.ts';
 import { WORKFLOW_IDS } from '../temporal.config.ts';
 
 export type BlobRow = typeof blobs.$inferSelect;
@@ -115,6 +116,35 @@ export interface CommitBlobInput {
   /** Link the blob to this repository too. */
   repositoryId?: number;
   repositoryName?: string;
+  /** Replicate with the other blobs of this batch (startReplicationBatch) rather than alone. */
+  replication?: ReplicationBatch;
+}
+
+/**
+ * The blobs one mirrored image brings in, replicated as one workflow (replicateBlobs) once the
+ * image's manifests commit: a mirror of 50 tags otherwise starts ~120 replicateBlob workflows and
+ * ~240 copy activities, and on a small machine running the Temporal server that work competed with
+ * the mirror itself. Each blob still gets its own intent, delayed by DEFERRED_REPLICATION_SECONDS:
+ * the batch's transaction supersedes them, and if the image never commits (the worker dies, the
+ * tag fails) they start replicateBlob as a push would, a little later.
+ */
+export class ReplicationBatch {
+  readonly digests = new Set<string>();
+  readonly deferredIntents: number[] = [];
+}
+
+/** How long a batched blob's own replication waits for its batch to supersede it. */
+export const DEFERRED_REPLICATION_SECONDS = 120;
+
+/** Starts the batch's replication (one replicateBlobs per set of digests) in the caller's
+ * transaction, superseding the blobs' deferred intents. */
+export async function startReplicationBatch(tx: DbOrTx, batch: ReplicationBatch, repositoryName?: string): Promise<void> {
+  if (batch.digests.size === 0) return;
+  const digests = [...batch.digests].sort();
+  const workflowId = WORKFLOW_IDS.replicateBlobs(createHash('sha256').update(digests.join('\n')).digest('hex'));
+  const args: ReplicateBlobsInput = { digests, ...(repositoryName ? { repository: repositoryName } : {}) };
+  await enqueueWorkflowStart(tx, replicateBlobsWorkflow, { workflowId, args: [args] });
+  await supersedeIntents(tx, batch.deferredIntents, workflowId);
 }
 
 export interface CommittedPlacement {
@@ -195,13 +225,23 @@ export async function commitBlob(tx: DbOrTx, input: CommitBlobInput): Promise<Co
   }
   const usesObject = finalKey === objectKey;
   if (input.repositoryId !== undefined) await linkBlob(tx, input.repositoryId, blob.id);
-  if (newPlacement) await enqueueReplication(tx, input.digest, input.repositoryName);
+  if (newPlacement) await enqueueReplication(tx, input.digest, input.repositoryName, input.replication);
   return { blob, newPlacement, usesObject };
 }
 
-async function enqueueReplication(tx: DbOrTx, digest: string, repositoryName?: string): Promise<void> {
+async function enqueueReplication(tx: DbOrTx, digest: string, repositoryName?: string, batch?: ReplicationBatch): Promise<void> {
   const args: ReplicateBlobInput = { digest, ...(repositoryName ? { repository: repositoryName } : {}) };
-  await enqueueWorkflowStart(tx, replicateBlobWorkflow, { workflowId: WORKFLOW_IDS.replicateBlob(digest), args: [args] });
+  const id = await enqueueWorkflowStart(tx, replicateBlobWorkflow, {
+    workflowId: WORKFLOW_IDS.replicateBlob(digest),
+    args: [args],
+    ...(batch ? { delaySeconds: DEFERRED_REPLICATION_SECONDS } : {}),
+  });
+  // Recorded before the caller's transaction commits: should it roll back, the batch names a row
+  // that does not exist (superseding it changes nothing) and a digest its workflow finds gone.
+  if (batch) {
+    batch.digests.add(digest);
+    batch.deferredIntents.push(id);
+  }
 }
 
 /**

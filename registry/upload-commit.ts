@@ -11,7 +11,7 @@ import type { Location } from '../storage/locations.ts';
 import { MultipartWriter } from '../storage/multipart-writer.ts';
 import { blobKey, uploadDataKey } from '../storage/paths.ts';
 import { placementAdded } from '../replication/placements.ts';
-import { commitBlob, needsOwnObject, placementStateAt } from './blobs.ts';
+import { commitBlob, needsOwnObject, placementStateAt, type ReplicationBatch } from './blobs.ts';
 import { type DigestAlgorithm, parseDigest } from './digest.ts';
 import { createResumableHasher, createStreamingHasher } from './hashing.ts';
 import { writeLocation } from './placement.ts';
@@ -192,6 +192,7 @@ export async function putBlob(
   digest: string,
   body: Readable,
   contentLength: number | undefined,
+  opts: { replication?: ReplicationBatch } = {},
 ): Promise<CommittedBlob> {
   const { algorithm } = parseDigest(digest);
   // An available or GC-marked copy is reused; one GC is purging loses its content-address
@@ -234,7 +235,7 @@ export async function putBlob(
     throw e;
   }
   const committed = await s.db.transaction((tx) =>
-    commitBlob(tx, { digest, size, locationId: loc.id, objectKey: ownKey, reuse: exists, repositoryId: repo.id, repositoryName: repo.fullName }),
+    commitBlob(tx, { digest, size, locationId: loc.id, objectKey: ownKey, reuse: exists, repositoryId: repo.id, repositoryName: repo.fullName, replication: opts.replication }),
   ).catch(async (e: unknown) => {
     if (ownKey) await loc.driver.delete(ownKey).catch(() => {});
     throw e;
@@ -251,7 +252,8 @@ export async function putBlobToPreferred(
   digest: string,
   body: Readable,
   contentLength: number | undefined,
+  opts: { replication?: ReplicationBatch } = {},
 ): Promise<CommittedBlob> {
   const loc = await writeLocation(s.placement);
-  return putBlob(s, repo, loc, digest, body, contentLength);
+  return putBlob(s, repo, loc, digest, body, contentLength, opts);
 }

@@ -1,7 +1,7 @@
 // What replication's domain functions fail with when retrying the same call cannot help or
 // must wait: the kind is a key of the contract's REPLICATION_FAILURES, which the activities
 // turn into the failure type workflows see.
-import { REPLICATION_FAILURES } from '../contract/replication.ts';
+import { REPLICATION_FAILURES, REPLICATION_NON_RETRYABLE } from '../contract/replication.ts';
 import type { Location, LocationRegistry } from '../storage/locations.ts';
 
 export type ReplicationFailureKind = keyof typeof REPLICATION_FAILURES;
@@ -32,4 +32,15 @@ export async function requireLocation(locations: LocationRegistry, name: string)
   }
   if (!loc) throw new ReplicationError('locationGone', `location ${name} no longer exists`);
   return loc;
+}
+
+/** Whether a copy that failed with `e` can succeed on a retry, and the reason to report when not
+ * (the same split activities/replication.ts toFailure makes for a single copy). */
+export function copyFailure(e: unknown): { retryable: true } | { retryable: false; reason: string } {
+  if (e instanceof ReplicationError) {
+    return REPLICATION_NON_RETRYABLE.includes(e.type) ? { retryable: false, reason: `${e.type}: ${e.message}` } : { retryable: true };
+  }
+  // A storage 4xx (storage/s3.ts): the same request fails the same way.
+  if (e instanceof Error && e.name === 'StorageRequestError') return { retryable: false, reason: `${REPLICATION_FAILURES.storageRefused}: ${e.message}` };
+  return { retryable: true };
 }

@@ -54,6 +54,26 @@ export async function finishReplication(d: PlanningDeps, digest: string): Promis
   return { complete: true, lagSeconds: lag };
 }
 
+/** planReplication for each digest of a batch (replicateBlobs); null for those gone. */
+export async function planReplications(d: PlanningDeps, digests: string[]): Promise<(ReplicationPlan | null)[]> {
+  const plans: (ReplicationPlan | null)[] = [];
+  for (const digest of digests) plans.push(await planReplication(d, digest));
+  return plans;
+}
+
+/** finishReplication for each digest of a batch: how many are complete, and the largest lag. */
+export async function finishReplications(d: PlanningDeps, digests: string[]): Promise<{ complete: number; lagSeconds: number | null }> {
+  let complete = 0;
+  let lagSeconds: number | null = null;
+  for (const digest of digests) {
+    const f = await finishReplication(d, digest);
+    if (!f.complete) continue;
+    complete++;
+    lagSeconds = Math.max(lagSeconds ?? 0, f.lagSeconds ?? 0);
+  }
+  return { complete, lagSeconds };
+}
+
 export interface BackfillPage {
   items: { digest: string; size: number; missing: string[] }[];
   scanned: number;

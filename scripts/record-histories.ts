@@ -36,7 +36,7 @@ let script: Record<string, Fake> = {};
 
 function activityProxy(): Record<string, Fake> {
   const names = [
-    'planReplication', 'copyBlobToLocation', 'finishReplication', 'scanForBackfill', 'markDraining', 'restoreLocationState',
+    'planReplication', 'copyBlobToLocation', 'finishReplication', 'planReplications', 'copyBlobsToLocation', 'finishReplications', 'scanForBackfill', 'markDraining', 'restoreLocationState',
     'unprotectedBlobs', 'deletePlacementsBatch', 'deleteLocationRow', 'expireUploadSessions', 'reconcileMirrorState',
     'beginMirrorRun', 'planMirrorRun', 'loadMirrorPlan', 'mirrorTag', 'mirrorTags', 'recordMirrorTagFailure', 'pruneMirrorTags',
     'rollbackMirrorRun', 'finishMirrorRun', 'mirrorWebhookTargets', 'deliverMirrorWebhook',
@@ -151,6 +151,34 @@ const SCENARIOS: Scenario[] = [
       finishReplication: () => ({ complete: false, lagSeconds: null }),
     },
     start: (c) => start(c, 'replicateBlob', `replicate/${DIGEST(5)}`, { digest: DIGEST(5) }),
+  },
+  {
+    name: 'replicateBlobs-complete',
+    activities: {
+      planReplications: (digests: string[]) =>
+        digests.map((digest, i) => (i === 2 ? null : { digest, size: 1024 * (i + 1), holders: ['us-east'], missing: i === 0 ? ['eu-west', 'ap-south'] : ['eu-west'] })),
+      copyBlobsToLocation: (input: { target: string; blobs: { digest: string; size: number }[] }) => ({
+        target: input.target,
+        copied: input.blobs.length,
+        alreadyPresent: 0,
+        bytesTransferred: input.blobs.reduce((n, b) => n + b.size, 0),
+        failed: [],
+      }),
+      finishReplications: (digests: string[]) => ({ complete: digests.length - 1, lagSeconds: 2 }),
+    },
+    start: (c) => start(c, 'replicateBlobs', 'replicate-set/complete', { digests: [DIGEST(6), DIGEST(7), DIGEST(8)], repository: 'acme/app' }),
+  },
+  {
+    name: 'replicateBlobs-copy-failed',
+    activities: {
+      planReplications: (digests: string[]) => digests.map((digest) => ({ digest, size: 1024, holders: ['us-east'], missing: ['eu-west', 'ap-south'] })),
+      copyBlobsToLocation: (input: { target: string; blobs: { digest: string }[] }) => {
+        if (input.target === 'ap-south') throw ApplicationFailure.nonRetryable('location ap-south is draining', REPLICATION_FAILURES.locationGone);
+        return { target: input.target, copied: 1, alreadyPresent: 0, bytesTransferred: 1024, failed: [{ digest: input.blobs[1]!.digest, reason: 'NoGoodSource: no holder has the bytes' }] };
+      },
+      finishReplications: () => ({ complete: 0, lagSeconds: null }),
+    },
+    start: (c) => start(c, 'replicateBlobs', 'replicate-set/copy-failed', { digests: [DIGEST(6), DIGEST(7)] }),
   },
   {
     name: 'backfill-continue-as-new',

@@ -3,12 +3,13 @@
 // outbox starts a reconcile, the reconcile creates the Temporal Schedule, sync-now triggers it,
 // the sync workflow copies on the mirror task queue.
 import { createServer, type Server } from 'node:http';
+import { sql } from 'drizzle-orm';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { requestSyncNow, updateMirrorConfig } from '../mirror/config.ts';
 import { createSubscription, verifySignature } from '../mirror/webhooks.ts';
 import { UpstreamHostPolicy } from '../mirror/reference.ts';
 import type { RunningWorkers } from '../workers/main.ts';
-import { startTestWorkers } from './support/harness.ts';
+import { stackInfo, startTestWorkers } from './support/harness.ts';
 import {
   createMirror,
   localTags,
@@ -21,6 +22,7 @@ import {
 } from './support/mirror-helpers.ts';
 import { fillRepository, type FilledRepository, retag, startUpstreamRegistry, type UpstreamRegistry } from './support/upstream-registry.ts';
 import { WORKFLOW_IDS } from '../temporal.config.ts';
+import type { replicateBlobs } from '../workflows/replication.ts';
 
 const TAGS = [
   'v1.0', 'v1.1', 'v1.2', 'v1.3', 'v1.4', 'v1.5', 'latest',
@@ -126,6 +128,40 @@ describe('repository mirroring against a distribution registry', () => {
     const activities = await activityTypes(s, run.workflowId, run.runId);
     expect(activities.mirrorTags, JSON.stringify(activities)).toBe(1);
     expect(activities.mirrorTag, JSON.stringify(activities)).toBeUndefined();
+  });
+
+  it('replicates what each synced tag brought in as one replicateBlobs workflow, to every region', async () => {
+    const s = workers.services;
+    const regions = stackInfo().regions.length;
+    const repo = main.f.repo;
+    // Every blob of the mirrored repository ends up held by every region.
+    await waitFor('every mirrored blob in every region', async () => {
+      const [row] = await s.db.execute<{ n: number; total: number }>(sql`
+        select count(*) filter (where (select count(*) from blob_placements p where p.blob_id = rb.blob_id and p.state = 'available') < ${regions})::int as n,
+          count(*)::int as total
+        from repository_blobs rb where rb.repository_id = ${repo.id}`);
+      return row!.total > 0 && row!.n === 0 ? row : undefined;
+    });
+    // Through one workflow per synced tag: each blob's own intent was superseded by its tag's batch.
+    const intents = await s.db.execute<{ workflow_type: string; workflow_id: string; delivered: boolean; last_error: string | null }>(sql`
+      select payload->>'workflowType' as workflow_type, payload->>'workflowId' as workflow_id, delivered_at is not null as delivered, last_error
+      from outbox where payload->'args'->0->>'repository' = ${repo.fullName}`);
+    const perBlob = intents.filter((i) => i.workflow_type === 'replicateBlob');
+    const sets = intents.filter((i) => i.workflow_type === 'replicateBlobs');
+    expect(perBlob.length).toBeGreaterThan(sets.length);
+    for (const i of perBlob) expect(i.last_error, i.workflow_id).toMatch(/^superseded by replicate-set\//);
+    // Seven tags synced; two of them may share every new blob with a tag copied beside them.
+    expect(sets.length).toBeGreaterThan(0);
+    expect(sets.length).toBeLessThanOrEqual(7);
+    for (const set of sets) {
+      const handle = s.temporal.client.workflow.getHandle<typeof replicateBlobs>(set.workflow_id);
+      const result = await handle.result();
+      expect(result.failed, set.workflow_id).toEqual([]);
+      expect(result.complete + result.gone, set.workflow_id).toBe(result.blobs);
+      const activities = await activityTypes(s, set.workflow_id, (await handle.describe()).runId);
+      // One copy activity per region the blobs were missing from, whatever the number of blobs.
+      expect(activities.copyBlobsToLocation, JSON.stringify(activities)).toBeLessThanOrEqual(regions - 1);
+    }
   });
 
   it('a second sync copies nothing new; changed globs and tags gone upstream are deleted locally', async () => {

@@ -2,6 +2,10 @@
 // a blob first lands in a location. Copies it to every location that should hold it, each copy
 // running on the target location's task queue, and keeps its search attributes current so the
 // Temporal UI shows what is pending and what is done.
+//
+// replicateBlobs: the same for the blobs one mirrored image brought in (id
+// `replicate-set/<hash of the digests>`, started when its tag moves): one copy activity per target
+// location carries all the blobs that location is missing.
 import {
   ActivityFailure,
   ApplicationFailure,
@@ -12,7 +16,14 @@ import {
   upsertSearchAttributes,
 } from '@temporalio/workflow';
 import type * as activities from '../activities/replication.ts';
-import { type CopyResult, REPLICATION_NON_RETRYABLE, type ReplicateBlobInput, type ReplicateBlobResult } from '../contract/replication.ts';
+import {
+  type CopyResult,
+  REPLICATION_NON_RETRYABLE,
+  type ReplicateBlobInput,
+  type ReplicateBlobResult,
+  type ReplicateBlobsInput,
+  type ReplicateBlobsResult,
+} from '../contract/replication.ts';
 import { copyTaskQueue, SEARCH_ATTRIBUTES } from '../temporal.config.ts';
 
 type Activities = ReturnType<typeof activities.createReplicationActivities>;
@@ -49,7 +60,7 @@ export const scans = proxyActivities<Activities>({
 export const COPY_GIVE_UP_AFTER = '24 hours';
 
 /** Copies of big blobs take long; the heartbeat, not this timeout, is what notices a dead worker. */
-export function copyActivity(target: string, size: number) {
+function copyActivities(target: string, size: number) {
   const minutes = 10 + Math.ceil(size / (5 * 1024 * 1024) / 60);
   return proxyActivities<Activities>({
     taskQueue: copyTaskQueue(target),
@@ -66,7 +77,11 @@ export function copyActivity(target: string, size: number) {
       maximumInterval: '1 minute',
       nonRetryableErrorTypes: REPLICATION_NON_RETRYABLE,
     },
-  }).copyBlobToLocation;
+  });
+}
+
+export function copyActivity(target: string, size: number) {
+  return copyActivities(target, size).copyBlobToLocation;
 }
 
 export function failureReason(e: unknown): string {
@@ -127,4 +142,64 @@ export async function replicateBlob(input: ReplicateBlobInput): Promise<Replicat
     failed,
     lagSeconds: finish.lagSeconds,
   };
+}
+
+export async function replicateBlobs(input: ReplicateBlobsInput): Promise<ReplicateBlobsResult> {
+  const plans = await localControl.planReplications(input.digests);
+  const missing = new Map<string, { digest: string; size: number }[]>();
+  for (const plan of plans) {
+    for (const target of plan?.missing ?? []) {
+      const list = missing.get(target) ?? [];
+      list.push({ digest: plan!.digest, size: plan!.size });
+      missing.set(target, list);
+    }
+  }
+  const pending = new Set(missing.keys());
+  const completed = new Set<string>();
+  const failed: ReplicateBlobsResult['failed'] = [];
+  const result: ReplicateBlobsResult = { blobs: input.digests.length, complete: 0, gone: plans.filter((p) => !p).length, copies: 0, bytesTransferred: 0, failed, lagSeconds: null };
+  const show = (state: string, upsert: boolean) => {
+    // Upserted when the copies start and when they end: each upsert is a history event and a
+    // visibility write, and a batch is many blobs' worth of work already.
+    if (upsert) {
+      upsertSearchAttributes([
+        ...(input.repository ? [{ key: SEARCH_ATTRIBUTES.repository, value: input.repository }] : []),
+        { key: SEARCH_ATTRIBUTES.pendingLocations, value: [...pending] },
+        { key: SEARCH_ATTRIBUTES.completedLocations, value: [...completed] },
+        { key: SEARCH_ATTRIBUTES.state, value: state },
+      ]);
+    }
+    setCurrentDetails(
+      [
+        `**${input.digests.length} blobs**${input.repository ? ` from ${input.repository}` : ''}`,
+        ...[...missing].map(([target, blobs]) => `- ${target}: ${blobs.length} missing${completed.has(target) ? ', done' : pending.has(target) ? ', copying' : ''}`),
+        ...(failed.length ? [`- failed: ${failed.length} (first: ${failed[0]!.digest} to ${failed[0]!.target}: ${failed[0]!.reason})`] : []),
+        `- state: ${state}`,
+      ].join('\n'),
+    );
+  };
+  show(pending.size ? 'replicating' : 'complete', true);
+
+  await Promise.all(
+    [...missing].map(async ([target, blobs]) => {
+      try {
+        const r = await copyActivities(target, blobs.reduce((n, b) => n + b.size, 0)).copyBlobsToLocation({ target, blobs });
+        result.copies += r.copied;
+        result.bytesTransferred += r.bytesTransferred;
+        for (const f of r.failed) failed.push({ digest: f.digest, target, reason: f.reason });
+        if (r.failed.length === 0) completed.add(target);
+      } catch (e) {
+        const reason = failureReason(e);
+        for (const b of blobs) failed.push({ digest: b.digest, target, reason });
+      } finally {
+        pending.delete(target);
+        show(pending.size ? 'replicating' : failed.length ? 'incomplete' : 'complete', false);
+      }
+    }),
+  );
+  const finish = await localControl.finishReplications(input.digests);
+  result.complete = finish.complete;
+  result.lagSeconds = finish.lagSeconds;
+  show(failed.length || finish.complete + result.gone < input.digests.length ? 'incomplete' : 'complete', true);
+  return result;
 }
